@@ -1,0 +1,541 @@
+"""Configuration of a basin map: the system, the integrator, the sampling, the classifier.
+
+A configuration is written as a TOML file with four tables, or built in Python from the
+dataclasses below; both paths go through the same validation, so a bad value is
+rejected before any work starts, with a `ConfigError` that names the key, the value
+and what is allowed.
+
+.. code-block:: toml
+
+    [system]
+    n_tokens = 4
+    dim = 3
+    beta = 2.0
+    weighting = "softmax"            # or "unnormalized", "oja"
+    Q = "identity"
+    K = { diagonal = [1.0, 0.5, -3.0] }
+    V = { diagonal = [1.0, 0.5, -3.0] }
+
+    [integration]
+    dt = 0.05
+    max_steps = 20000
+    tol = 1e-7
+    checks = 3
+
+    [sampling]
+    n_initial = 100000
+    seed = 0
+    chunk_size = 8192
+
+    [classification]
+    cluster_tol = 1e-3
+    shape_tol = 1e-2
+
+A matrix (``Q``, ``K`` or ``V``) is one of:
+
+- ``"identity"``;
+- an explicit ``dim x dim`` array, written as a list of rows;
+- a table with exactly one constructor key, ``identity = true``,
+  ``diagonal = [...]`` (the spectrum, ``dim`` values) or ``random_symmetric = SEED``
+  (``(G + G^T) / 2`` for a standard Gaussian ``G`` drawn with NumPy's default
+  generator from ``SEED``), optionally followed by either ``scale = s`` (multiply by
+  ``s``) or ``spectral_norm = r`` (rescale so that the largest singular value is ``r``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from basins.errors import ConfigError, StepSizeWarning
+
+WEIGHTINGS = ("softmax", "unnormalized", "oja")
+
+# Fixed-step RK4 is stable for a linear rate lam while dt * |lam| stays below about
+# 2.785 on the negative real axis; 2.7 leaves a small margin.
+RK4_STABILITY_LIMIT = 2.7
+
+# exp overflows float64 past 709.78; the unnormalized weighting evaluates
+# exp(beta * x_i^T A x_j) without a shift, so beta * ||A||_2 must stay below this.
+MAX_UNNORMALIZED_EXPONENT = 700.0
+
+# An initial condition's index is stored in int64 and hashed into the sampler.
+MAX_INITIAL_CONDITIONS = 2**62
+
+MATRIX_CONSTRUCTORS = ("identity", "diagonal", "random_symmetric")
+MATRIX_MODIFIERS = ("scale", "spectral_norm")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+
+
+def _check_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if not _is_int(value):
+        raise ConfigError(
+            f"{key} = {value!r} is invalid: expected an integer >= {minimum}"
+        )
+    if value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ConfigError(f"{key} = {value!r} is invalid: expected an integer {allowed}")
+    return int(value)
+
+
+def _check_real(key: str, value: Any, *, minimum: float, strict: bool) -> float:
+    rule = f"> {minimum}" if strict else f">= {minimum}"
+    if not _is_real(value):
+        raise ConfigError(f"{key} = {value!r} is invalid: expected a finite number {rule}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} = {value!r} is invalid: expected a finite number {rule}")
+    if value < minimum or (strict and value == minimum):
+        raise ConfigError(f"{key} = {value!r} is invalid: expected a finite number {rule}")
+    return value
+
+
+def _check_keys(section: str, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            f"{section} = {table!r} is invalid: expected a table with keys "
+            f"{', '.join(allowed)}"
+        )
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown key {section}.{key}: allowed keys in [{section}] are "
+                f"{', '.join(allowed)}"
+            )
+
+
+def _explicit_matrix(key: str, rows: Any, dim: int) -> np.ndarray:
+    try:
+        matrix = np.array(rows, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{key} is invalid: expected a {dim} x {dim} array of numbers ({exc})"
+        ) from None
+    if matrix.shape != (dim, dim):
+        raise ConfigError(
+            f"{key} has shape {matrix.shape}: expected ({dim}, {dim}) because "
+            f"system.dim = {dim}"
+        )
+    if not np.all(np.isfinite(matrix)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(matrix))[0])
+        raise ConfigError(
+            f"{key}[{bad[0]}][{bad[1]}] = {matrix[bad]!r} is invalid: every entry must "
+            f"be finite"
+        )
+    return matrix
+
+
+def resolve_matrix(key: str, spec: Any, dim: int) -> np.ndarray:
+    """Build a ``dim x dim`` float64 matrix from its specification.
+
+    Parameters
+    ----------
+    key : str
+        Dotted name of the matrix in the configuration, used in error messages.
+    spec : str, array_like or mapping
+        ``"identity"``, an explicit array, or a table as described in the module
+        documentation.
+    dim : int
+        Dimension of the token space.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous float64 array of shape ``(dim, dim)``.
+
+    Raises
+    ------
+    ConfigError
+        If the specification is malformed, has the wrong shape or a non-finite entry.
+    """
+    if isinstance(spec, str):
+        if spec != "identity":
+            raise ConfigError(
+                f"{key} = {spec!r} is invalid: the only named matrix is 'identity'; "
+                f"use a table such as {{ diagonal = [...] }} or an explicit array"
+            )
+        return np.eye(dim)
+    if not isinstance(spec, Mapping):
+        return _explicit_matrix(key, spec, dim)
+
+    _check_keys(key, spec, MATRIX_CONSTRUCTORS + MATRIX_MODIFIERS)
+    constructors = [name for name in MATRIX_CONSTRUCTORS if name in spec]
+    if len(constructors) != 1:
+        raise ConfigError(
+            f"{key} = {dict(spec)!r} is invalid: expected exactly one of "
+            f"{', '.join(MATRIX_CONSTRUCTORS)}"
+        )
+    constructor = constructors[0]
+    value = spec[constructor]
+    if constructor == "identity":
+        if value is not True:
+            raise ConfigError(f"{key}.identity = {value!r} is invalid: expected true")
+        matrix = np.eye(dim)
+    elif constructor == "diagonal":
+        try:
+            spectrum = np.array(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            spectrum = np.array([])
+        if spectrum.shape != (dim,) or not np.all(np.isfinite(spectrum)):
+            raise ConfigError(
+                f"{key}.diagonal = {value!r} is invalid: expected {dim} finite numbers"
+            )
+        matrix = np.diag(spectrum)
+    else:
+        seed = _check_int(f"{key}.random_symmetric", value, 0, 2**63 - 1)
+        gaussian = np.random.default_rng(seed).standard_normal((dim, dim))
+        matrix = (gaussian + gaussian.T) / 2.0
+
+    if "scale" in spec and "spectral_norm" in spec:
+        raise ConfigError(f"{key} is invalid: give scale or spectral_norm, not both")
+    if "scale" in spec:
+        scale = spec["scale"]
+        if not _is_real(scale) or not math.isfinite(float(scale)):
+            raise ConfigError(
+                f"{key}.scale = {scale!r} is invalid: expected a finite number"
+            )
+        matrix = matrix * float(scale)
+    if "spectral_norm" in spec:
+        target = _check_real(
+            f"{key}.spectral_norm", spec["spectral_norm"], minimum=0.0, strict=False
+        )
+        norm = np.linalg.norm(matrix, 2)
+        if norm == 0.0:
+            raise ConfigError(
+                f"{key}.spectral_norm cannot rescale a zero matrix; remove it"
+            )
+        matrix = matrix * (target / norm)
+    return np.ascontiguousarray(matrix, dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class System:
+    """A self-attention system on the product of spheres ``(S^{dim-1})^n_tokens``.
+
+    Parameters
+    ----------
+    n_tokens : int
+        Number of tokens ``n >= 1``.
+    dim : int
+        Dimension ``d >= 2`` of each token.
+    beta : float
+        Inverse temperature ``beta >= 0``.
+    Q, K, V : str, array_like or mapping
+        Query, key and value matrices, each ``d x d`` or a specification accepted by
+        `resolve_matrix`. After construction they are read-only float64 arrays.
+    weighting : {'softmax', 'unnormalized', 'oja'}
+        Attention weights: the row softmax of ``beta x_i^T A x_j``, the unnormalised
+        ``exp(beta x_i^T A x_j) / n``, or the constant ``1 / n`` of the multiagent Oja
+        flow.
+
+    Notes
+    -----
+    The vector field is ``dx_i/dt = (I - x_i x_i^T) sum_j w_ij V x_j`` with
+    ``w_ij`` given by the weighting and ``A = Q^T K``.
+    """
+
+    n_tokens: int
+    dim: int
+    beta: float
+    Q: Any = "identity"
+    K: Any = "identity"
+    V: Any = "identity"
+    weighting: str = "softmax"
+
+    def __post_init__(self) -> None:
+        n_tokens = _check_int("system.n_tokens", self.n_tokens, 1)
+        dim = _check_int("system.dim", self.dim, 2)
+        beta = _check_real("system.beta", self.beta, minimum=0.0, strict=False)
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(
+                f"system.weighting = {self.weighting!r} is invalid: expected one of "
+                f"{', '.join(WEIGHTINGS)}"
+            )
+        object.__setattr__(self, "n_tokens", n_tokens)
+        object.__setattr__(self, "dim", dim)
+        object.__setattr__(self, "beta", beta)
+        for name in ("Q", "K", "V"):
+            matrix = resolve_matrix(f"system.{name}", getattr(self, name), dim)
+            matrix.setflags(write=False)
+            object.__setattr__(self, name, matrix)
+
+        exponent = beta * float(np.linalg.norm(self.A, 2))
+        if self.weighting == "unnormalized" and exponent > MAX_UNNORMALIZED_EXPONENT:
+            raise ConfigError(
+                f"system.beta = {beta!r} is invalid for weighting 'unnormalized': "
+                f"beta * ||Q^T K||_2 = {exponent:.4g} exceeds {MAX_UNNORMALIZED_EXPONENT}"
+                f", so exp overflows; lower beta or use weighting 'softmax'"
+            )
+
+    @property
+    def A(self) -> np.ndarray:
+        """The bilinear form ``Q^T K`` of the attention logits, shape ``(d, d)``."""
+        return self.Q.T @ self.K
+
+    def max_rate(self) -> float:
+        """Return an upper estimate of the largest rate of the linearised field.
+
+        ``(1 + beta ||A||_2) ||V||_2`` for softmax, ``exp(beta ||A||_2) ||V||_2``
+        for unnormalized and ``||V||_2`` for oja.
+        """
+        norm_a = float(np.linalg.norm(self.A, 2))
+        norm_v = float(np.linalg.norm(self.V, 2))
+        if self.weighting == "softmax":
+            return (1.0 + self.beta * norm_a) * norm_v
+        if self.weighting == "unnormalized":
+            return math.exp(self.beta * norm_a) * norm_v
+        return norm_v
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the system as plain Python types, matrices as lists of rows."""
+        return {
+            "n_tokens": self.n_tokens,
+            "dim": self.dim,
+            "beta": self.beta,
+            "weighting": self.weighting,
+            "Q": self.Q.tolist(),
+            "K": self.K.tolist(),
+            "V": self.V.tolist(),
+        }
+
+
+@dataclass(frozen=True)
+class Integration:
+    """Settings of the fixed-step RK4 integrator.
+
+    Parameters
+    ----------
+    dt : float
+        Step size, ``> 0``.
+    max_steps : int
+        Cap on the number of steps of one trajectory, ``>= 1``.
+    tol : float
+        A trajectory has converged when ``max_i ||dx_i/dt|| < tol`` at ``checks``
+        consecutive steps; ``tol = 0`` disables the test.
+    checks : int
+        Number of consecutive steps below ``tol`` that count as convergence.
+    """
+
+    dt: float = 0.05
+    max_steps: int = 20000
+    tol: float = 1e-7
+    checks: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "dt", _check_real("integration.dt", self.dt, minimum=0.0, strict=True)
+        )
+        object.__setattr__(
+            self,
+            "max_steps",
+            _check_int("integration.max_steps", self.max_steps, 1, 2**31 - 2),
+        )
+        object.__setattr__(
+            self, "tol", _check_real("integration.tol", self.tol, minimum=0.0, strict=False)
+        )
+        object.__setattr__(
+            self, "checks", _check_int("integration.checks", self.checks, 1, 10**6)
+        )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Initial conditions: how many, from which seed, and how many per task.
+
+    Parameters
+    ----------
+    n_initial : int
+        Number of initial conditions, uniform on the product of spheres.
+    seed : int
+        Seed; initial condition ``i`` is a pure function of ``(seed, i)``.
+    chunk_size : int
+        Initial conditions per task and per chunk of the atlas arrays.
+    """
+
+    n_initial: int = 10000
+    seed: int = 0
+    chunk_size: int = 8192
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "n_initial",
+            _check_int("sampling.n_initial", self.n_initial, 1, MAX_INITIAL_CONDITIONS),
+        )
+        object.__setattr__(
+            self, "seed", _check_int("sampling.seed", self.seed, 0, 2**63 - 1)
+        )
+        object.__setattr__(
+            self,
+            "chunk_size",
+            _check_int("sampling.chunk_size", self.chunk_size, 1, 2**31 - 1),
+        )
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunks, the last one possibly partial."""
+        return -(-self.n_initial // self.chunk_size)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Tolerances of the classifier of final states.
+
+    Parameters
+    ----------
+    cluster_tol : float
+        Two tokens closer than this geodesic angle (radians) share a cluster.
+    shape_tol : float
+        Tolerance on cosines for the geometric tests: antipodal centres, regular
+        polygons and polytopes, alignment with an eigenvector, and matching of
+        attractors.
+    """
+
+    cluster_tol: float = 1e-3
+    shape_tol: float = 1e-2
+
+    def __post_init__(self) -> None:
+        for name in ("cluster_tol", "shape_tol"):
+            value = _check_real(
+                f"classification.{name}", getattr(self, name), minimum=0.0, strict=True
+            )
+            if value >= 1.0:
+                raise ConfigError(
+                    f"classification.{name} = {value!r} is invalid: expected a "
+                    f"tolerance in (0, 1)"
+                )
+            object.__setattr__(self, name, value)
+
+
+SECTIONS: dict[str, type] = {
+    "system": System,
+    "integration": Integration,
+    "sampling": Sampling,
+    "classification": Classification,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Config:
+    """A complete basin-mapping job: system, integrator, sampling and classifier."""
+
+    system: System
+    integration: Integration = field(default_factory=Integration)
+    sampling: Sampling = field(default_factory=Sampling)
+    classification: Classification = field(default_factory=Classification)
+    name: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, name: str = "") -> Config:
+        """Build and validate a configuration from nested tables.
+
+        Parameters
+        ----------
+        data : mapping
+            Tables ``system`` (required), ``integration``, ``sampling`` and
+            ``classification`` with the keys of the dataclasses of the same names.
+        name : str, optional
+            A label stored with the atlas, such as the example's name.
+
+        Raises
+        ------
+        ConfigError
+            On an unknown table or key, a missing required key or an invalid value.
+        """
+        _check_keys("configuration", data, tuple(SECTIONS))
+        if "system" not in data:
+            raise ConfigError("missing table [system]: it must give n_tokens, dim, beta")
+        sections = {}
+        for section, section_type in SECTIONS.items():
+            table = data.get(section, {})
+            allowed = tuple(f.name for f in dataclasses.fields(section_type))
+            _check_keys(section, table, allowed)
+            required = [
+                f.name
+                for f in dataclasses.fields(section_type)
+                if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            ]
+            for key in required:
+                if key not in table:
+                    raise ConfigError(f"missing key {section}.{key}")
+            sections[section] = section_type(**table)
+        return cls(**sections, name=name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as nested tables of plain Python types."""
+        return {
+            "system": self.system.to_dict(),
+            "integration": dataclasses.asdict(self.integration),
+            "sampling": dataclasses.asdict(self.sampling),
+            "classification": dataclasses.asdict(self.classification),
+        }
+
+    def with_sampling(self, **changes: Any) -> Config:
+        """Return a copy with some sampling settings replaced (and validated)."""
+        sampling = dataclasses.replace(self.sampling, **changes)
+        return dataclasses.replace(self, sampling=sampling)
+
+    def check_step_size(self, *, stacklevel: int = 2) -> None:
+        """Warn with `StepSizeWarning` if ``dt`` exceeds the RK4 stability estimate."""
+        rate = self.system.max_rate()
+        if rate * self.integration.dt > RK4_STABILITY_LIMIT:
+            safe = RK4_STABILITY_LIMIT / rate
+            warnings.warn(
+                f"integration.dt = {self.integration.dt:g} exceeds the RK4 stability "
+                f"estimate for weighting {self.system.weighting!r} (largest rate about "
+                f"{rate:.3g}); dt <= {safe:.3g} is safe by the estimate. The estimate "
+                f"is an upper bound, so watch the count of nonfinite trajectories.",
+                StepSizeWarning,
+                stacklevel=stacklevel,
+            )
+
+
+def load_config(source: str | Path) -> Config:
+    """Read a configuration from a TOML file or a built-in example.
+
+    Parameters
+    ----------
+    source : str or path
+        A TOML file, or ``"example:NAME"`` for one of `basins.examples.EXAMPLES`.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid TOML, or holds an invalid configuration.
+    """
+    text = str(source)
+    if text.startswith("example:"):
+        from basins.examples import example_config
+
+        return example_config(text.removeprefix("example:"))
+    path = Path(source)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {text!r} not found; give a TOML file or "
+            f"example:NAME (see 'basins examples')"
+        ) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {text!r}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {text!r} is not valid TOML: {exc}") from None
+    return Config.from_dict(data, name=path.stem)

@@ -1,0 +1,32 @@
+"""Exceptions and warnings raised by basins.
+
+Every error that a user can cause by what they write (a configuration, a path, a
+command-line option) derives from `BasinsError`; the command line prints its message
+and exits with status 2 instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+
+class BasinsError(Exception):
+    """Base class of the errors that a user's input can cause."""
+
+
+class ConfigError(BasinsError, ValueError):
+    """Invalid configuration: a key, a value or a combination of values.
+
+    The message names the key (as a dotted path such as ``system.beta``), the
+    value received and what is allowed.
+    """
+
+
+class AtlasError(BasinsError):
+    """An atlas store is missing, already exists, or does not match the request."""
+
+
+class BasinsWarning(UserWarning):
+    """Base class of the warnings issued by basins."""
+
+
+class StepSizeWarning(BasinsWarning):
+    """The step ``dt`` exceeds the stability estimate of fixed-step RK4."""

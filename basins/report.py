@@ -1,0 +1,129 @@
+"""Basin fractions with confidence intervals, read from an atlas."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from basins import atlas
+from basins.kernels import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_PENDING
+
+# Two-sided 95% quantile of the standard normal distribution.
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(count: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """Return the Wilson score interval of the proportion ``count / total``.
+
+    Parameters
+    ----------
+    count, total : int
+        Successes and trials, ``0 <= count <= total``, ``total >= 1``.
+    z : float, optional
+        Normal quantile; the default gives a 95% interval.
+
+    Notes
+    -----
+    With ``p = count / total`` the interval is the centre
+    ``(p + z^2 / 2N) / (1 + z^2 / N)`` plus or minus
+    ``z sqrt(p (1 - p) / N + z^2 / 4N^2) / (1 + z^2 / N)`` (Wilson, 1927). Unlike
+    the normal approximation it stays inside [0, 1] and is not empty for counts of
+    zero.
+    """
+    if total < 1 or not 0 <= count <= total:
+        raise ValueError(f"count = {count}, total = {total}: need 0 <= count <= total, total >= 1")
+    p = count / total
+    denominator = 1.0 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half_width = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half_width), min(1.0, centre + half_width)
+
+
+@dataclass(frozen=True)
+class FractionRow:
+    """One row of the basin-fraction table."""
+
+    id: int | None
+    class_name: str
+    label: str
+    count: int
+    fraction: float
+    low: float
+    high: float
+    mean_steps: float
+
+
+def basin_fractions(path: str | Path) -> list[FractionRow]:
+    """Return the basin fraction of every attractor of an atlas, with 95% intervals.
+
+    Fractions are of all initial conditions; ``max_steps``, ``nonfinite`` and, for an
+    unfinished atlas, ``pending`` get rows of their own (shown only when non-zero,
+    except ``max_steps`` and ``nonfinite``, which always appear), so the fractions add
+    up to one.
+    """
+    group = atlas.open_store(path)
+    status = group["status"][:]
+    steps = group["steps"][:]
+    total = len(status)
+    rows = []
+    for entry in atlas.read_catalog(path):
+        low, high = wilson_interval(entry.count, total)
+        rows.append(
+            FractionRow(
+                entry.id,
+                entry.class_name,
+                entry.label,
+                entry.count,
+                entry.count / total,
+                low,
+                high,
+                entry.mean_steps,
+            )
+        )
+    for name, code in (
+        ("max_steps", STATUS_MAX_STEPS),
+        ("nonfinite", STATUS_NONFINITE),
+        ("pending", STATUS_PENDING),
+    ):
+        selected = status == code
+        count = int(selected.sum())
+        if name == "pending" and count == 0:
+            continue
+        low, high = wilson_interval(count, total)
+        mean_steps = float(steps[selected].mean()) if count and name != "pending" else math.nan
+        rows.append(FractionRow(None, name, "", count, count / total, low, high, mean_steps))
+    return rows
+
+
+def format_table(rows: list[FractionRow]) -> str:
+    """Render fraction rows as a fixed-width text table."""
+    header = ("id", "class", "attractor", "count", "fraction", "95% interval", "mean steps")
+    lines = []
+    for row in rows:
+        lines.append(
+            (
+                "" if row.id is None else str(row.id),
+                row.class_name,
+                row.label,
+                str(row.count),
+                f"{row.fraction:.4f}",
+                f"[{row.low:.4f}, {row.high:.4f}]",
+                "" if np.isnan(row.mean_steps) else f"{row.mean_steps:.0f}",
+            )
+        )
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    right_aligned = {0, 3, 4, 6}
+
+    def render(cells) -> str:
+        return "  ".join(
+            cell.rjust(width) if i in right_aligned else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    separator = "  ".join("-" * width for width in widths)
+    total = sum(row.count for row in rows)
+    footer = f"{total} initial conditions; fractions of all of them, Wilson 95% intervals"
+    return "\n".join([render(header), separator, *map(render, lines), footer])
