@@ -136,7 +136,7 @@ def _explicit_matrix(key: str, rows: Any, dim: int) -> np.ndarray:
     if not np.all(np.isfinite(matrix)):
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(matrix))[0])
         raise ConfigError(
-            f"{key}[{bad[0]}][{bad[1]}] = {matrix[bad]!r} is invalid: every entry must "
+            f"{key}[{bad[0]}][{bad[1]}] = {float(matrix[bad])!r} is invalid: every entry must "
             f"be finite"
         )
     return matrix

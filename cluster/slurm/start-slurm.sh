@@ -6,7 +6,8 @@
 # when they are missing, writes /etc/slurm/slurm.conf for one node named
 # `hostname -s` with one partition `debug`, and starts the daemons in the background.
 # It needs root, Debian 12 (Slurm 22.05, munge 0.5.15), no systemd and no cgroup
-# plugins. Slurm traffic goes to 127.0.0.1 only.
+# plugins. The Slurm client commands, slurmctld and slurmd contact each other at
+# 127.0.0.1.
 #
 # Rerunning the script is safe. When the daemons recorded in the state directory are
 # running and healthy and the generated slurm.conf is unchanged, they are left alone
@@ -19,7 +20,8 @@
 #   BASINS_SLURM_TIMEOUT  seconds to wait for each daemon to become ready (default 60)
 #
 # Exit status: 0 when the node is up and accepts jobs, non-zero otherwise, with the
-# reason and the tail of the relevant log on stderr.
+# reason and the tail of the relevant log on stderr. Daemons that did start keep
+# running after a failure so that they can be inspected; stop-slurm.sh stops them.
 
 set -euo pipefail
 
@@ -133,6 +135,10 @@ restore_policy() {
 ensure_hostname_resolves() {
     if ! getent hosts "$node_name" >/dev/null; then
         log "adding '127.0.0.1 $node_name' to /etc/hosts because the name does not resolve"
+        # Start a new line if the file does not end with one.
+        if [[ -s /etc/hosts && -n $(tail -c 1 /etc/hosts) ]]; then
+            echo >>/etc/hosts
+        fi
         echo "127.0.0.1 $node_name" >>/etc/hosts
     fi
 }
@@ -170,9 +176,10 @@ SlurmctldHost=${node_name}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-# Bind slurmctld and slurmd to 127.0.0.1, the addresses given in this file, instead
-# of every interface.
-CommunicationParameters=NoInAddrAny
+# Clients, slurmctld and slurmd contact each other at 127.0.0.1, the addresses given
+# below. The daemons still listen on every interface, because NoInAddrAny and
+# NoCtldInAddrAny (CommunicationParameters) would bind them to the address that the
+# host name resolves to (127.0.1.1 on many Debian systems), where no one connects.
 SlurmctldPort=6817
 SlurmdPort=6818
 StateSaveLocation=${state_dir}/slurmctld-state
@@ -192,13 +199,15 @@ SchedulerType=sched/backfill
 # Schedule single CPUs, not whole cores, so that one-CPU jobs fill every hardware
 # thread. Memory is a consumable resource as well, and a job without --mem gets its
 # per-CPU share instead of the whole node.
+# NOTE: without cgroups nothing enforces --mem, so it only limits how many jobs start.
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 DefMemPerCPU=$((memory_mib / cpus))
 # Let the node return to service by itself after slurmd restarts.
 ReturnToService=2
 # CPUs and RealMemory come from this machine and never exceed the hardware, because
-# slurmctld marks a node that reports less than its configuration as invalid.
+# slurmctld marks a node that registers with less than its configuration as invalid
+# (slurm.conf(5), SlurmdParameters=config_overrides).
 NodeName=${node_name} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${memory_mib} State=UNKNOWN
 PartitionName=debug Nodes=${node_name} Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -221,24 +230,37 @@ start_munged() {
     chown munge:munge /etc/munge/munge.key
     chmod 0400 /etc/munge/munge.key
 
-    # munged forks, and the parent returns once the daemon listens on its socket.
+    # munged forks into the background and writes /run/munge/munged.pid.
+    local munged_log=/var/log/munge/munged.log deadline=$((SECONDS + timeout_s))
     if ! runuser -u munge -- /usr/sbin/munged; then
-        show_log_tail /var/log/munge/munged.log
-        fail "munged failed to start; see /var/log/munge/munged.log"
+        show_log_tail "$munged_log"
+        fail "munged failed to start; see $munged_log"
     fi
+    until munge_works; do
+        if ((SECONDS >= deadline)); then
+            show_log_tail "$munged_log"
+            fail "munged start timed out after ${timeout_s} s: 'munge -n | unmunge' failed; see $munged_log"
+        fi
+        sleep 0.5
+    done
     cp /run/munge/munged.pid "$state_dir/munged.pid"
-    munge_works || fail "munged is running but 'munge -n | unmunge' failed"
     log "munged started (PID $(<"$state_dir/munged.pid"))"
 }
 
-start_slurm_daemons() {
-    local port pid
+# Fail when another process, such as a Slurm instance recorded in a different state
+# directory, listens on the Slurm ports.
+check_ports_free() {
+    local port
     for port in 6817 6818; do
         if port_in_use "$port"; then
             fail "TCP port $port is in use by a process that this script did not" \
-                "record in $state_dir; stop that Slurm daemon first (see 'ss -ltnp')"
+                "record in $state_dir; stop that process first (see 'ss -ltnp')"
         fi
     done
+}
+
+start_slurm_daemons() {
+    local pid
     install -d -m 0755 "$state_dir/slurmctld-state" "$state_dir/slurmd-spool"
 
     # -D keeps each daemon in the foreground, so its log goes to stderr and $! is its
@@ -259,7 +281,8 @@ start_slurm_daemons() {
 
 node_is_idle() { [[ $(node_state) == idle ]]; }
 
-# Succeed when the recorded daemons run, answer, and use the current configuration.
+# Succeed when the recorded slurmctld and slurmd run, munged decodes a credential,
+# `scontrol ping` reports the controller UP and the node can take jobs.
 running_instance_healthy() {
     recorded_pid_alive "$state_dir/slurmctld.pid" slurmctld &&
         recorded_pid_alive "$state_dir/slurmd.pid" slurmd &&
@@ -288,6 +311,7 @@ main() {
 
     # Stop whatever an earlier run recorded, so that the new configuration applies.
     BASINS_SLURM_DIR=$state_dir "$script_dir/stop-slurm.sh"
+    check_ports_free
 
     if [[ -f $slurm_conf ]] && ! grep -qxF "$conf_marker" "$slurm_conf"; then
         log "keeping the existing $slurm_conf as $slurm_conf.orig"

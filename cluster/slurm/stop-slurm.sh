@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Stop the single-node SLURM cluster that start-slurm.sh started.
 #
-# While slurmctld still answers, the script cancels all jobs and waits for them to
-# leave the queue, because slurmd leaves running job steps behind when it stops. Then
-# it stops slurmd, slurmctld and munged, in this order, by the PIDs recorded in the
-# state directory: SIGTERM first, SIGKILL if a daemon has not exited within the
-# timeout. A daemon without a PID file, or whose recorded PID no longer runs that
-# daemon, counts as stopped. munged is stopped only when start-slurm.sh started it.
+# While slurmctld responds to `scontrol ping`, the script cancels all jobs and waits
+# for them to leave the queue, because job steps keep running after slurmd exits.
+# Then it stops slurmd, slurmctld and munged, in this order, by the PIDs recorded in
+# the state directory. Each daemon gets SIGTERM, and SIGKILL if it has not exited
+# within the timeout. A daemon without a PID file, or whose recorded PID no longer
+# runs that daemon, counts as stopped. munged is stopped only when start-slurm.sh
+# started it.
 #
 # Environment:
 #   BASINS_SLURM_DIR      state directory used by start-slurm.sh (default /tmp/basins-slurm)
@@ -65,21 +66,26 @@ stop_daemon() {
     rm -f "$pid_file"
 }
 
-# Cancel every job and wait until the queue is empty, if slurmctld answers.
+# Cancel every job and wait until the queue is empty, if slurmctld responds.
 cancel_all_jobs() {
     recorded_pid "$state_dir/slurmctld.pid" slurmctld >/dev/null || return 0
     [[ $(scontrol ping 2>/dev/null) == *" is UP"* ]] || return 0
-    local job_ids
-    job_ids=$(squeue -h -o %A 2>/dev/null || true)
-    [[ -n $job_ids ]] || return 0
+    local job_ids=()
+    mapfile -t job_ids < <(squeue -h -o %A 2>/dev/null || true)
+    ((${#job_ids[@]} > 0)) || return 0
 
-    log "cancelling jobs:" $job_ids
-    # shellcheck disable=SC2086  # one job ID per word
-    scancel $job_ids || warn "scancel failed for jobs: $job_ids"
+    log "cancelling jobs: ${job_ids[*]}"
+    scancel "${job_ids[@]}" || warn "scancel failed for jobs: ${job_ids[*]}"
+    # Only slurmd ends the processes of running jobs, so without it the queue never
+    # empties.
+    if ! recorded_pid "$state_dir/slurmd.pid" slurmd >/dev/null; then
+        warn "slurmd is not running, so processes of running jobs may remain"
+        return 0
+    fi
     local deadline=$((SECONDS + timeout_s))
     while [[ -n $(squeue -h -o %A 2>/dev/null || true) ]]; do
         if ((SECONDS >= deadline)); then
-            warn "jobs still in the queue after ${timeout_s} s; their processes may outlive slurmd"
+            warn "jobs still in the queue after ${timeout_s} s. Their processes may outlive slurmd."
             squeue >&2 || true
             return 0
         fi

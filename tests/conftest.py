@@ -1,0 +1,46 @@
+"""Shared fixtures: small systems that integrate in milliseconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from basins import Classification, Config, Integration, Sampling, System
+
+
+def numpy_field(X: np.ndarray, system: System) -> np.ndarray:
+    """Reference vector field in plain NumPy, written from the model's equations."""
+    logits = system.beta * X @ system.A @ X.T
+    n = len(X)
+    if system.weighting == "softmax":
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+    elif system.weighting == "unnormalized":
+        weights = np.exp(logits) / n
+    else:
+        weights = np.full((n, n), 1.0 / n)
+    Y = weights @ (X @ system.V.T)
+    return Y - np.sum(X * Y, axis=1, keepdims=True) * X
+
+
+@pytest.fixture
+def multistable_system() -> System:
+    return System(
+        n_tokens=4,
+        dim=3,
+        beta=2.0,
+        K={"diagonal": [1.0, 0.5, -3.0]},
+        V={"diagonal": [1.0, 0.5, -3.0]},
+    )
+
+
+@pytest.fixture
+def small_config(multistable_system: System) -> Config:
+    """The multistable system with 600 initial conditions in chunks of 100."""
+    return Config(
+        system=multistable_system,
+        integration=Integration(dt=0.05, max_steps=5000, tol=1e-7),
+        sampling=Sampling(n_initial=600, seed=3, chunk_size=100),
+        classification=Classification(),
+        name="small",
+    )
