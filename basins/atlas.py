@@ -107,8 +107,8 @@ def create_atlas(path: str | Path, config: Config, *, overwrite: bool = False) -
     config : Config
         The configuration; stored whole in the attributes.
     overwrite : bool, optional
-        Replace an existing atlas at ``path``. A path that holds anything other than
-        an atlas is never removed.
+        Replace an existing atlas at ``path``. A path that contains anything other
+        than an atlas is never removed.
 
     Raises
     ------
@@ -249,7 +249,7 @@ def finalize(path: str | Path) -> list[Attractor]:
     """Merge the chunks' attractors into the catalog and write the attractor ids.
 
     Attractor ids are ordered by decreasing count, ties by the index of the first
-    initial condition; both depend only on the final states, so the catalog and the
+    initial condition. Both depend only on the final states, so the catalog and the
     per-initial-condition ids are the same for any chunking or completion order.
     Chunks still pending are left out; finalizing again after they are computed
     gives the full catalog.

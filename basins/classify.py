@@ -34,8 +34,8 @@ CLASS_CLUSTERING = 2
 CLASS_POLYGONAL = 3
 CLASS_NAMES = ("consensus", "bipartite", "clustering", "polygonal")
 
-# Relative tolerance for equal eigenvalues of V and for the null spaces that define
-# the continuous symmetries; both are exact properties of the input matrices, so a
+# Relative tolerances for equal eigenvalues of V and for the null spaces that define
+# the continuous symmetries. Both are exact properties of the input matrices, so a
 # tolerance near rounding error is enough.
 EIGENVALUE_RTOL = 1e-9
 SYMMETRY_RTOL = 1e-10

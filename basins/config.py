@@ -1,9 +1,9 @@
 """Configuration of a basin map: the system, the integrator, the sampling, the classifier.
 
 A configuration is written as a TOML file with four tables, or built in Python from the
-dataclasses below; both paths go through the same validation, so a bad value is
-rejected before any work starts, with a `ConfigError` that names the key, the value
-and what is allowed.
+dataclasses below. Both paths go through the same validation, so a bad value is
+rejected before any work starts. The `ConfigError` names the key, the value and what
+is allowed.
 
 .. code-block:: toml
 
@@ -59,11 +59,11 @@ from basins.errors import ConfigError, StepSizeWarning
 
 WEIGHTINGS = ("softmax", "unnormalized", "oja")
 
-# Fixed-step RK4 is stable for a linear rate lam while dt * |lam| stays below about
-# 2.785 on the negative real axis; 2.7 leaves a small margin.
+# Fixed-step RK4 is stable for a linear rate lam on the negative real axis while
+# dt * |lam| stays below about 2.785. The limit 2.7 leaves a small margin.
 RK4_STABILITY_LIMIT = 2.7
 
-# exp overflows float64 past 709.78; the unnormalized weighting evaluates
+# exp overflows float64 past 709.78. The unnormalized weighting evaluates
 # exp(beta * x_i^T A x_j) without a shift, so beta * ||A||_2 must stay below this.
 MAX_UNNORMALIZED_EXPONENT = 700.0
 
@@ -519,7 +519,7 @@ def load_config(source: str | Path) -> Config:
     Raises
     ------
     ConfigError
-        If the file is missing, is not valid TOML, or holds an invalid configuration.
+        If the file is missing, is not valid TOML, or contains an invalid configuration.
     """
     text = str(source)
     if text.startswith("example:"):

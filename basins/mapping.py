@@ -1,7 +1,7 @@
 """Basin mapping: one task per chunk of initial conditions, spread over Dask workers.
 
 Each task generates its initial conditions from ``(seed, index)``, integrates them,
-classifies the final states and writes its chunk of the atlas; the driver only
+classifies the final states and writes its chunk of the atlas. The driver only
 schedules tasks, tracks progress and merges the catalog at the end. A chunk that was
 written survives any later interruption, and `resume` computes only the chunks still
 pending.
@@ -108,7 +108,7 @@ def compute_chunk(
 
 @dataclass(frozen=True)
 class Execution:
-    """Where the tasks run.
+    """Execution settings: the scheduler, the workers and the threads per worker.
 
     Parameters
     ----------
@@ -167,7 +167,7 @@ class Execution:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a call to `run` or `resume` did."""
+    """Summary of a call to `run` or `resume`."""
 
     path: Path
     chunks_computed: int

@@ -61,10 +61,9 @@ class FractionRow:
 def basin_fractions(path: str | Path) -> list[FractionRow]:
     """Return the basin fraction of every attractor of an atlas, with 95% intervals.
 
-    Fractions are of all initial conditions; ``max_steps``, ``nonfinite`` and, for an
-    unfinished atlas, ``pending`` get rows of their own (shown only when non-zero,
-    except ``max_steps`` and ``nonfinite``, which always appear), so the fractions add
-    up to one.
+    Fractions are of all initial conditions, so the rows add up to one: ``max_steps``
+    and ``nonfinite`` always get rows of their own, and ``pending`` gets one when
+    the atlas is unfinished.
     """
     group = atlas.open_store(path)
     status = group["status"][:]

@@ -6,7 +6,7 @@ import pytest
 from basins import initial_conditions
 
 
-def test_each_index_is_a_pure_function_of_seed_and_index():
+def test_sample_depends_on_seed_and_index():
     whole = initial_conditions(42, 0, 1000, 5, 4)
     for start, count in ((0, 1), (1, 7), (333, 100), (999, 1)):
         part = initial_conditions(42, start, count, 5, 4)
