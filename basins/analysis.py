@@ -1,9 +1,9 @@
 """Atlases as xarray datasets and pandas tables: basin fractions, catalogs, slices.
 
-`open_atlas` opens an atlas or a sweep lazily (Dask arrays read from the Zarr store on
-demand), `open_catalog` returns the catalog as a table, `basin_fractions` counts the
-initial conditions per attractor, class or eigenvector alignment with Wilson
-intervals, and `basin_slice` maps the basins over one token's position on the sphere.
+`open_atlas` opens an atlas or a sweep lazily, as Dask arrays read from the Zarr store
+on demand. `open_catalog` returns the catalog as a table. `basin_fractions` counts
+the initial conditions per attractor, class or eigenvector alignment, with Wilson
+intervals. `basin_slice` maps the basins over one token's position on the sphere.
 
 Fill values are kept as stored (the datasets are opened with ``mask_and_scale=False``,
 so integer arrays stay integers): ``status`` -1 means pending, ``attractor``,
@@ -85,10 +85,8 @@ def _catalog_frame(path: Path, config: Config) -> pd.DataFrame:
         eigenspace = arrays["eigenspace"][row, :k]
         sign = arrays["sign"][row, :k]
         cos = arrays["cos"][row, :k]
-        positions = [
-            ("" if s == 0 else "+" if s > 0 else "-") + spaces[int(e)]
-            for e, s in zip(eigenspace, sign)
-        ]
+        signs = {1: "+", -1: "-", 0: ""}
+        positions = [signs[int(s)] + spaces[int(e)] for e, s in zip(eigenspace, sign)]
         rows.append(
             {
                 "id": row,
@@ -208,11 +206,11 @@ def open_atlas(path: str | Path) -> xr.Dataset:
 
         For a sweep, every variable gains the parameter's dimension first (named
         ``beta`` for ``system.beta``, ``V_scale`` for ``system.V.scale``), with
-        the values as its coordinate, and a variable ``track`` holds each initial
-        condition's attractor along the sweep (its catalog ``attractor`` differs
-        from value to value). The attributes hold the sweep's ``parameter``,
-        ``values``, base ``config``, ``track_labels``, ``track_classes``,
-        ``track_alignments`` and ``events`` (births and deaths).
+        the values as its coordinate. A variable ``track`` contains each initial
+        condition's attractor along the sweep, because the catalog ids in
+        ``attractor`` differ from value to value. The attributes hold the sweep's
+        ``parameter``, ``values``, base ``config``, ``track_labels``,
+        ``track_classes``, ``track_alignments`` and ``events`` (births and deaths).
 
     Raises
     ------
@@ -371,8 +369,8 @@ def basin_fractions(
         )
     counted = dask.compute(*lazy)
 
-    # Index 0 of the group counts holds every IC without a group: the unconverged
-    # ones and the converged ones that no catalog covers yet, which count as pending.
+    # Index 0 of the group counts is every IC without a group: the unconverged ones
+    # and the converged ones that no catalog covers yet, which count as pending.
     pending = [
         int(status[0] + groups[0] - (status.sum() - status[STATUS_CONVERGED + 1]))
         for groups, status in counted

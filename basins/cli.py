@@ -154,7 +154,7 @@ to the next, and their births and deaths are listed with the value. Write a firs
 value below zero with an equals sign: --values=-1:1:5.
 
 example:
-  basins sweep example:multistable --param system.beta --values 0:8:33 \\
+  basins sweep example:multistable --param system.beta --values 0:4:33 \\
       --n-initial 20000 --out beta.zarr
 """
 
@@ -188,7 +188,7 @@ def _add_plot_parser(commands) -> None:
     plot = commands.add_parser(
         "plot",
         help="draw a figure of an atlas or a sweep into a PNG file",
-        description="bars: basin fractions with 95%% Wilson intervals; sweep: fractions "
+        description="bars: basin fractions with 95% Wilson intervals; sweep: fractions "
         "against the swept parameter; steps: histograms of the RK4 steps to "
         "convergence per attractor; slice: for dim = 3, the attractor reached as one "
         "token's initial position moves over a latitude-longitude grid, the other "
@@ -248,8 +248,12 @@ def _print_fractions(path: Path) -> None:
     print(format_table(basin_fractions(path)))
 
 
-def _sampling_overrides(args: argparse.Namespace) -> dict[str, int]:
-    return {
+def _load_config(args: argparse.Namespace):
+    """Load the configuration with the sampling overrides of the command line."""
+    from basins.config import load_config
+
+    config = load_config(args.config)
+    overrides = {
         key: value
         for key, value in (
             ("n_initial", args.n_initial),
@@ -258,18 +262,16 @@ def _sampling_overrides(args: argparse.Namespace) -> dict[str, int]:
         )
         if value is not None
     }
+    if overrides:
+        config = config.with_sampling(**overrides)
+    return config
 
 
 def _command_run(args: argparse.Namespace) -> int:
-    from basins.config import load_config
     from basins.mapping import run
 
-    config = load_config(args.config)
-    overrides = _sampling_overrides(args)
-    if overrides:
-        config = config.with_sampling(**overrides)
     summary = run(
-        config,
+        _load_config(args),
         args.out,
         overwrite=args.overwrite,
         execution=_execution(args),
@@ -285,14 +287,9 @@ def _command_run(args: argparse.Namespace) -> int:
 
 
 def _command_sweep(args: argparse.Namespace) -> int:
-    from basins.config import load_config
     from basins.sweep import Sweep, parse_values, run_sweep
 
-    config = load_config(args.config)
-    overrides = _sampling_overrides(args)
-    if overrides:
-        config = config.with_sampling(**overrides)
-    sweep = Sweep(config, args.param, parse_values(args.values))
+    sweep = Sweep(_load_config(args), args.param, parse_values(args.values))
     summary = run_sweep(
         sweep,
         args.out,

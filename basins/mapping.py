@@ -224,7 +224,8 @@ def _run_distributed(items: list[WorkItem], execution: Execution) -> int:
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            # Loopback only, on a free port; served only where bokeh is installed.
+            dashboard_address="127.0.0.1:0",
             env={"NUMBA_NUM_THREADS": str(threads)},
         )
         client = Client(cluster)
@@ -276,9 +277,9 @@ def _run_distributed(items: list[WorkItem], execution: Execution) -> int:
 
 
 def execute(items: list[WorkItem], execution: Execution) -> int:
-    """Compute and write every work item where ``execution`` says; return RK4 steps.
+    """Compute and write every work item as ``execution`` specifies; return RK4 steps.
 
-    The items may belong to several atlases (the members of a sweep); they are
+    The items may belong to several atlases (the members of a sweep). They are
     submitted together, so one cluster serves them all.
     """
     if not items:

@@ -19,6 +19,7 @@ import xarray as xr
 from matplotlib.colors import BoundaryNorm, ListedColormap, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from basins import analysis, atlas, sweep
 from basins.errors import ConfigError
@@ -29,13 +30,19 @@ STATUS_COLOURS = {"max_steps": "0.55", "nonfinite": "0.15", "pending": "0.85"}
 MAX_HISTOGRAMS = 8
 
 
+# Group colours: tab10, then the light half of tab20, both without their greys, which
+# are kept for the status rows (max_steps, nonfinite, pending).
+PALETTE = [("tab10", k) for k in (0, 1, 2, 3, 4, 5, 6, 8, 9)] + [
+    ("tab20", k) for k in (1, 3, 5, 7, 9, 11, 13, 17, 19)
+]
+
+
 def colour(number: int) -> tuple[float, float, float, float]:
-    """Return the colour of group ``number``: tab10, then the light half of tab20."""
+    """Return the colour of group ``number``; colours repeat after 18 groups."""
     from matplotlib import colormaps
 
-    if number < 10:
-        return colormaps["tab10"](number)
-    return colormaps["tab20"](2 * ((number - 10) % 10) + 1)
+    name, index = PALETTE[number % len(PALETTE)]
+    return colormaps[name](index)
 
 
 def _row_colour(row: pd.Series) -> tuple[float, float, float, float]:
@@ -194,7 +201,13 @@ def plot_steps(dataset: xr.Dataset, *, bins: int = 60, title: str = "") -> Figur
         if count.sum() == 0:
             continue
         axes.stairs(count, edges, label=label, color=line_colour, linewidth=1.4)
+    # Both axes are logarithmic, so that small basins and long tails stay visible.
     axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_ylim(bottom=0.7)
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("RK4 steps to convergence")
     axes.set_ylabel("initial conditions per bin")
     axes.grid(alpha=0.3)

@@ -2,8 +2,8 @@
 
 A summary is built once as a list of blocks (headings, paragraphs, tables, figures)
 and rendered in the requested format. Markdown writes its figures as PNG files in a
-folder beside the document; HTML embeds them, so the page is one self-contained file;
-plain text leaves them out.
+folder beside the document. HTML embeds them, so the page is one self-contained file.
+Plain text leaves them out.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _matrix(rows: list[list[float]]) -> str:
 
 
 def _settings(config: dict[str, Any]) -> pd.DataFrame:
-    """The configuration as a two-column table, matrices written row by row."""
+    """Return the configuration as a two-column table, matrices written row by row."""
     entries = []
     for section, table in config.items():
         for key, value in table.items():

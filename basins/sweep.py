@@ -9,8 +9,8 @@ condition ``i`` is the same state at every value. The tasks of all members are
 computes the pairs still pending.
 
 When the chunks are in, `finalize_sweep` merges each member's catalog and follows
-attractors from one value to the next (`track_attractors`): the same attractor keeps
-one track id along the sweep, and the values where a track appears or disappears are
+attractors from one value to the next (`track_attractors`). The same attractor keeps
+one track id along the sweep. The values where a track appears or disappears are
 listed as births and deaths.
 
 Parameter keys
@@ -47,7 +47,7 @@ from basins import atlas
 from basins.classify import Matcher
 from basins.config import RK4_STABILITY_LIMIT, Config
 from basins.errors import AtlasError, ConfigError, StepSizeWarning
-from basins.mapping import Execution, RunSummary, WorkItem, execute
+from basins.mapping import Execution, RunSummary, WorkItem, _select, execute
 
 logger = logging.getLogger(__name__)
 
@@ -371,16 +371,6 @@ def _compute(path: Path, items: list[WorkItem], execution: Execution) -> RunSumm
     return RunSummary(path, len(items), pending, steps, seconds)
 
 
-def _select(items: list[WorkItem], max_chunks: int | None) -> list[WorkItem]:
-    if max_chunks is None:
-        return items
-    if not isinstance(max_chunks, int) or max_chunks < 1:
-        raise ConfigError(
-            f"max_chunks = {max_chunks!r} is invalid: expected an integer >= 1"
-        )
-    return items[:max_chunks]
-
-
 def run_sweep(
     sweep: Sweep,
     path: str | Path,
@@ -445,7 +435,7 @@ def resume_sweep(
 
 @dataclass(frozen=True)
 class CatalogSummary:
-    """What attractor tracking needs from one member's catalog."""
+    """The parts of one member's catalog that attractor tracking compares."""
 
     signature: list[tuple]
     states: np.ndarray
@@ -523,9 +513,9 @@ def track_attractors(
     """Follow attractors from each value of a sweep to the next.
 
     An attractor at value ``k`` continues a track when both have the same class,
-    polygon name and (multiplicity, eigenspace, sign) of every cluster, and the
-    distance between its representative state and the track's latest one (by the
-    `classify.Matcher` of value ``k``) is at most ``max_distance``. Tracks seen at
+    polygon name and (multiplicity, eigenspace, sign) of every cluster. The distance
+    between its representative state and the track's latest one, measured by the
+    `classify.Matcher` of value ``k``, must also be at most ``max_distance``. Tracks seen at
     the previous value are preferred, then the closest states; each track takes at
     most one attractor per value. An attractor that continues no track starts a new
     one, so a track absent at some values and found again later keeps its id.
@@ -603,7 +593,7 @@ def track_events(
     """List the births and deaths of tracks along the values.
 
     A birth at ``value`` means the track is present there and absent at the previous
-    value ``previous``; a death at ``value`` means it is absent there and present at
+    value ``previous``. A death at ``value`` means it is absent there and present at
     ``previous``. The change itself happens somewhere between the two values, or in
     a basin too small for the sampling to find. Where ``complete`` is given, pairs
     of values with an incomplete member (pending chunks) are skipped.

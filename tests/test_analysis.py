@@ -64,7 +64,7 @@ def test_single_atlas_dimensions_and_coordinates(partial_atlas):
     assert dataset.attrs["attractor_labels"] == [e.label for e in read_catalog(partial_atlas)]
 
 
-def test_single_atlas_is_lazy_and_keeps_integer_fill_values(partial_atlas):
+def test_single_atlas_lazy_integer_fill_values(partial_atlas):
     dataset = open_atlas(partial_atlas)
     for name in ("status", "steps", "attractor", "class", "final_state"):
         assert isinstance(dataset[name].data, da.Array), name

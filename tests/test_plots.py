@@ -39,7 +39,8 @@ def colour_share(image: np.ndarray, rgb: np.ndarray, tolerance: float = 0.02) ->
 
 
 def assert_non_trivial(image: np.ndarray) -> None:
-    assert image.shape[0] > 200 and image.shape[1] > 300
+    assert image.shape[0] > 200
+    assert image.shape[1] > 300
     assert image.std() > 0.05, "the image is nearly uniform"
     distinct = len(np.unique((image * 255).astype(np.uint8).reshape(-1, 3), axis=0))
     assert distinct > 20, f"only {distinct} colours"
