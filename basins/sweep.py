@@ -318,10 +318,10 @@ def create_sweep(path: str | Path, sweep: Sweep, *, overwrite: bool = False) -> 
         logger.info("removing existing store %s", path)
         shutil.rmtree(path)
 
+    # The root attributes come first, so that an interrupted creation leaves a sweep
+    # whose missing members `resume_sweep` creates.
     group = zarr.open_group(str(path), mode="w-", zarr_format=3)
     members = [sweep.member_name(index) for index in range(len(sweep.values))]
-    for name, config in zip(members, configs):
-        atlas.create_atlas(path / name, config)
     group.attrs.update(
         {
             "basins_sweep_format": SWEEP_FORMAT_VERSION,
@@ -337,6 +337,7 @@ def create_sweep(path: str | Path, sweep: Sweep, *, overwrite: bool = False) -> 
             "finalized": False,
         }
     )
+    _create_missing_members(path, sweep, configs)
     logger.info(
         "created sweep %s: %s over %d values, %d chunks each",
         path,
@@ -344,6 +345,18 @@ def create_sweep(path: str | Path, sweep: Sweep, *, overwrite: bool = False) -> 
         len(members),
         sweep.config.sampling.n_chunks,
     )
+
+
+def _create_missing_members(
+    path: Path, sweep: Sweep, configs: list[Config] | None = None
+) -> None:
+    configs = configs or sweep.member_configs()
+    for index, config in enumerate(configs):
+        member = path / sweep.member_name(index)
+        if not atlas._is_atlas(member):
+            if member.exists():
+                shutil.rmtree(member)  # an atlas whose creation was interrupted
+            atlas.create_atlas(member, config)
 
 
 def _pending_items(path: Path) -> list[WorkItem]:
@@ -429,7 +442,7 @@ def resume_sweep(
     """
     execution = execution or Execution()
     path = Path(path)
-    open_sweep(path)
+    _create_missing_members(path, read_sweep(path))
     return _compute(path, _select(_pending_items(path), max_chunks), execution)
 
 

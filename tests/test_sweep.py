@@ -169,6 +169,15 @@ def test_resume_per_value_and_chunk(tmp_path, small_config):
         stored = [zarr.open_group(str(p), mode="r")["tracks"][name][:] for p in (whole, parts)]
         assert np.array_equal(stored[0], stored[1])
 
+    # A member lost before any of its chunks was written is created again.
+    import shutil
+
+    broken = tmp_path / "broken.zarr"
+    run_sweep(sweep, broken, execution=SYNCHRONOUS, max_chunks=1)
+    shutil.rmtree(broken / "p001")
+    resume_sweep(broken, execution=SYNCHRONOUS)
+    assert sweep_bytes(whole) == sweep_bytes(broken)
+
 
 def test_existing_sweep_is_refused(tmp_path, small_config):
     path = tmp_path / "sweep.zarr"
