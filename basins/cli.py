@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from basins import __version__
-from basins.errors import BasinsError
+from basins.errors import BasinsError, ConfigError
 
 logger = logging.getLogger("basins")
 
@@ -104,14 +104,124 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("atlas", type=Path, help="atlas directory")
     _add_execution_options(resume)
 
+    _add_sweep_parser(commands)
+
     report = commands.add_parser(
-        "report", help="print the basin fractions stored in an atlas"
+        "report",
+        help="print the basin fractions of an atlas, or write a summary document",
+        description="Print the basin fractions of an atlas or a sweep, or write a "
+        "Markdown or HTML summary with the tables and figures.",
     )
-    report.add_argument("atlas", type=Path, help="atlas directory")
+    report.add_argument("atlas", type=Path, help="atlas or sweep directory")
+    report.add_argument(
+        "--format",
+        choices=("text", "markdown", "html"),
+        default="text",
+        help="text: print the fraction table (default); markdown: write a document "
+        "and its figures (PNG files in the folder OUTPUT-STEM_figures beside it); "
+        "html: write one self-contained page",
+    )
+    report.add_argument(
+        "--output", "-o", type=Path, metavar="FILE",
+        help="file to write; required with --format markdown or html",
+    )
+    _add_plot_parser(commands)
 
     examples = commands.add_parser("examples", help="list the built-in example systems")
     examples.add_argument("--show", metavar="NAME", help="print the TOML of one example")
     return parser
+
+
+SWEEP_HELP = """\
+A sweep maps the configuration once per value of one parameter, with the same initial
+conditions at every value, into one store holding one atlas per value. The tasks of
+all values are (value, chunk) pairs run on one cluster; 'basins resume SWEEP'
+computes those still pending.
+
+--param takes a key of the configuration:
+  system.beta, integration.dt, integration.tol, integration.max_steps,
+  integration.checks, classification.cluster_tol, classification.shape_tol
+                      set that number
+  system.V.scale      multiply the configuration's V by the value (also Q, K)
+  system.V.spectral_norm
+                      rescale V to that largest singular value (also Q, K)
+  system.V[i][j]      set one entry of V, rows and columns from 0 (also Q, K)
+
+--values takes START:STOP:COUNT, COUNT evenly spaced values with both ends included
+(0:8:33 is 0, 0.25, ..., 8), or a comma-separated list (0.5,1,2). Values must be
+strictly increasing or strictly decreasing: attractors are followed from each value
+to the next, and their births and deaths are listed with the value. Write a first
+value below zero with an equals sign: --values=-1:1:5.
+
+example:
+  basins sweep example:multistable --param system.beta --values 0:4:33 \\
+      --n-initial 20000 --out beta.zarr
+"""
+
+
+def _add_sweep_parser(commands) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="map a configuration over the values of one parameter",
+        description=SWEEP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep.add_argument("config", help="TOML configuration file, or example:NAME")
+    sweep.add_argument(
+        "--param", required=True, metavar="KEY", help="parameter to sweep, e.g. system.beta"
+    )
+    sweep.add_argument(
+        "--values", required=True, metavar="SPEC",
+        help="START:STOP:COUNT (both ends included) or A,B,C",
+    )
+    sweep.add_argument("--out", "-o", required=True, type=Path, help="sweep directory to create")
+    sweep.add_argument(
+        "--overwrite", action="store_true", help="replace an existing sweep or atlas at --out"
+    )
+    sweep.add_argument("--n-initial", type=int, metavar="N", help="override sampling.n_initial")
+    sweep.add_argument("--chunk-size", type=int, metavar="N", help="override sampling.chunk_size")
+    sweep.add_argument("--seed", type=int, help="override sampling.seed")
+    _add_execution_options(sweep)
+
+
+def _add_plot_parser(commands) -> None:
+    plot = commands.add_parser(
+        "plot",
+        help="draw a figure of an atlas or a sweep into a PNG file",
+        description="bars: basin fractions with 95% Wilson intervals; sweep: fractions "
+        "against the swept parameter; steps: histograms of the RK4 steps to "
+        "convergence per attractor; slice: for dim = 3, the attractor reached as one "
+        "token's initial position moves over a latitude-longitude grid, the other "
+        "tokens fixed (integrates RES x 2 RES new trajectories). For a sweep, bars, "
+        "steps and slice show one value, chosen with --value.",
+    )
+    plot.add_argument("atlas", type=Path, help="atlas or sweep directory")
+    plot.add_argument(
+        "--kind", required=True, choices=("bars", "sweep", "steps", "slice"),
+        help="the figure to draw",
+    )
+    plot.add_argument("--output", "-o", required=True, type=Path, metavar="FILE.png",
+                      help="image file to write")
+    plot.add_argument(
+        "--by", choices=("attractor", "class", "alignment"), default="attractor",
+        help="group of bars and sweep: each attractor (default), each class, or the "
+        "eigenvectors of V the attractor lies on",
+    )
+    plot.add_argument("--value", type=float, help="parameter value of a sweep to show")
+    plot.add_argument(
+        "--stacked", action="store_true", help="sweep: stack the fractions instead of lines"
+    )
+    plot.add_argument("--token", type=int, default=0, help="slice: the token that moves")
+    plot.add_argument(
+        "--ic", type=int, default=0,
+        help="slice: index of the initial condition that gives the other tokens",
+    )
+    plot.add_argument(
+        "--resolution", type=int, default=90, metavar="RES",
+        help="slice: RES latitudes x 2 RES longitudes (default 90)",
+    )
+    plot.add_argument("--dpi", type=int, default=120, help="image resolution (default 120)")
+    plot.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
 
 
 def _execution(args: argparse.Namespace):
@@ -128,13 +238,19 @@ def _execution(args: argparse.Namespace):
 
 def _print_fractions(path: Path) -> None:
     from basins.report import basin_fractions, format_table
+    from basins.sweep import is_sweep
 
+    if is_sweep(path):
+        from basins.summary import sweep_text
+
+        print(sweep_text(path), end="")
+        return
     print(format_table(basin_fractions(path)))
 
 
-def _command_run(args: argparse.Namespace) -> int:
+def _load_config(args: argparse.Namespace):
+    """Load the configuration with the sampling overrides of the command line."""
     from basins.config import load_config
-    from basins.mapping import run
 
     config = load_config(args.config)
     overrides = {
@@ -148,8 +264,14 @@ def _command_run(args: argparse.Namespace) -> int:
     }
     if overrides:
         config = config.with_sampling(**overrides)
+    return config
+
+
+def _command_run(args: argparse.Namespace) -> int:
+    from basins.mapping import run
+
     summary = run(
-        config,
+        _load_config(args),
         args.out,
         overwrite=args.overwrite,
         execution=_execution(args),
@@ -164,9 +286,32 @@ def _command_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_sweep(args: argparse.Namespace) -> int:
+    from basins.sweep import Sweep, parse_values, run_sweep
+
+    sweep = Sweep(_load_config(args), args.param, parse_values(args.values))
+    summary = run_sweep(
+        sweep,
+        args.out,
+        overwrite=args.overwrite,
+        execution=_execution(args),
+        max_chunks=args.max_chunks,
+    )
+    _print_fractions(args.out)
+    if summary.chunks_pending:
+        print(
+            f"{summary.chunks_pending} (value, chunk) tasks pending: continue with "
+            f"'basins resume {args.out}'"
+        )
+    return 0
+
+
 def _command_resume(args: argparse.Namespace) -> int:
     from basins.mapping import resume
+    from basins.sweep import is_sweep, resume_sweep
 
+    if is_sweep(args.atlas):
+        resume = resume_sweep
     summary = resume(args.atlas, execution=_execution(args), max_chunks=args.max_chunks)
     _print_fractions(args.atlas)
     if summary.chunks_pending:
@@ -178,7 +323,37 @@ def _command_resume(args: argparse.Namespace) -> int:
 
 
 def _command_report(args: argparse.Namespace) -> int:
-    _print_fractions(args.atlas)
+    if args.output is None:
+        if args.format != "text":
+            raise ConfigError(
+                f"--format {args.format} writes a document: give its file with --output"
+            )
+        _print_fractions(args.atlas)
+        return 0
+    from basins.summary import write_summary
+
+    write_summary(args.atlas, args.output, format=args.format)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _command_plot(args: argparse.Namespace) -> int:
+    from basins.plots import plot_atlas
+
+    figure = plot_atlas(
+        args.atlas,
+        args.kind,
+        by=args.by,
+        value=args.value,
+        stacked=args.stacked,
+        token=args.token,
+        ic=args.ic,
+        resolution=args.resolution,
+        progress=not args.no_progress,
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.output, dpi=args.dpi)
+    print(f"wrote {args.output}")
     return 0
 
 
@@ -199,7 +374,9 @@ def _command_examples(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": _command_run,
     "resume": _command_resume,
+    "sweep": _command_sweep,
     "report": _command_report,
+    "plot": _command_plot,
     "examples": _command_examples,
 }
 

@@ -182,21 +182,35 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="chunk", disable=not enabled, desc="basins", leave=True)
 
 
-def _run_synchronous(
-    config: Config, path: Path, chunks: list[int], execution: Execution
-) -> int:
+@dataclass(frozen=True)
+class WorkItem:
+    """One task: compute chunk ``chunk`` of the atlas at ``path`` for ``config``."""
+
+    path: Path
+    config: Config
+    chunk: int
+
+
+def _run_synchronous(items: list[WorkItem], execution: Execution) -> int:
     threads = execution.numba_threads or available_cores()
     steps = 0
-    with _progress_bar(len(chunks), execution.progress) as bar:
-        for chunk in chunks:
-            steps += compute_chunk(config.to_dict(), str(path), chunk, threads)["steps"]
+    with _progress_bar(len(items), execution.progress) as bar:
+        for item in items:
+            steps += compute_chunk(
+                item.config.to_dict(), str(item.path), item.chunk, threads
+            )["steps"]
             bar.update(1)
     return steps
 
 
-def _run_distributed(
-    config: Config, path: Path, chunks: list[int], execution: Execution
-) -> int:
+def _log_dashboard(client) -> None:
+    """Log the address of the scheduler's dashboard, if it serves one."""
+    services = client.scheduler_info().get("services", {})
+    if "dashboard" in services:
+        logger.info("Dask dashboard at %s", client.dashboard_link)
+
+
+def _run_distributed(items: list[WorkItem], execution: Execution) -> int:
     from distributed import Client, LocalCluster, as_completed
 
     if execution.scheduler is not None:
@@ -210,32 +224,35 @@ def _run_distributed(
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            # Loopback only, on a free port; served only where bokeh is installed.
+            dashboard_address="127.0.0.1:0",
             env={"NUMBA_NUM_THREADS": str(threads)},
         )
         client = Client(cluster)
         logger.info(
             "started a local cluster: %d workers x %d Numba threads", workers, threads
         )
+    _log_dashboard(client)
 
-    config_data = config.to_dict()
+    # Each atlas's configuration is converted once, not once per chunk.
+    config_data = {item.path: item.config.to_dict() for item in items}
     failures = []
     steps = 0
     try:
         # Each chunk gets its own key, so no two tasks are ever merged.
-        token = f"{path.resolve()}-{time.time_ns()}"
+        token = time.time_ns()
         futures = [
             client.submit(
                 compute_chunk,
-                config_data,
-                str(path.resolve()),
-                chunk,
+                config_data[item.path],
+                str(item.path.resolve()),
+                item.chunk,
                 threads,
-                key=f"basins-chunk-{chunk}-{token}",
+                key=f"basins-chunk-{item.chunk}-{item.path.resolve()}-{token}",
                 pure=False,
                 retries=1,
             )
-            for chunk in chunks
+            for item in items
         ]
         with _progress_bar(len(futures), execution.progress) as bar:
             for future in as_completed(futures):
@@ -252,11 +269,24 @@ def _run_distributed(
     if failures:
         _, first_error = failures[0]
         raise RuntimeError(
-            f"{len(failures)} of {len(chunks)} chunks failed; the others are stored, "
-            f"and 'basins resume {path}' retries the failed ones. First error: "
+            f"{len(failures)} of {len(items)} chunks failed; the others are stored, "
+            f"and 'basins resume' retries the failed ones. First error: "
             f"{first_error!r}"
         ) from first_error
     return steps
+
+
+def execute(items: list[WorkItem], execution: Execution) -> int:
+    """Compute and write every work item as ``execution`` specifies; return RK4 steps.
+
+    The items may belong to several atlases (the members of a sweep). They are
+    submitted together, so one cluster serves them all.
+    """
+    if not items:
+        return 0
+    if execution.scheduler is None and execution.cluster == "synchronous":
+        return _run_synchronous(items, execution)
+    return _run_distributed(items, execution)
 
 
 def _compute(
@@ -270,12 +300,7 @@ def _compute(
         config.sampling.chunk_size,
         path,
     )
-    if not chunks:
-        steps = 0
-    elif execution.scheduler is None and execution.cluster == "synchronous":
-        steps = _run_synchronous(config, path, chunks, execution)
-    else:
-        steps = _run_distributed(config, path, chunks, execution)
+    steps = execute([WorkItem(path, config, chunk) for chunk in chunks], execution)
     atlas.finalize(path)
     seconds = time.perf_counter() - started
     pending = len(atlas.pending_chunks(path))
