@@ -67,6 +67,11 @@ NEWTON_MAX_ITER = 60
 # Largest tangent step of one Newton iteration, in radians per token.
 NEWTON_MAX_STEP = 0.5
 
+# Largest move of a token, in radians, from the state given to `certify` to its
+# refinement by Newton's method. A larger move means that Newton's method went to
+# another equilibrium, so the given state is certified as it is.
+POLISH_MAX_SHIFT = 1e-3
+
 
 def tangent_bases(state: np.ndarray) -> np.ndarray:
     """Return an orthonormal basis of the tangent space of every token.
@@ -409,9 +414,10 @@ def certify(
     state : numpy.ndarray, shape (n_tokens, dim)
         An equilibrium, or a close approximation such as a converged final state.
     polish : bool, optional
-        Refine ``state`` with `newton` first, and certify the refined state if that
-        lowers the speed. Without it the rates carry an error of the order of the
-        speed divided by the smallest rate.
+        Refine ``state`` with `newton` first. The refined state is certified if its
+        speed is lower and no token moved more than `POLISH_MAX_SHIFT`. Without
+        refinement the rates carry an error of the order of the speed divided by the
+        smallest rate.
     method : {'analytic', 'finite_difference'}
         How to build the Jacobian.
     rate_rtol : float, optional
@@ -455,7 +461,8 @@ def certify(
         )
     if polish:
         polished, polished_speed = newton(system, state)
-        if polished_speed < certified_speed:
+        shift = float(np.linalg.norm(polished - state, axis=1).max())
+        if polished_speed < certified_speed and shift <= POLISH_MAX_SHIFT:
             state, certified_speed = polished, polished_speed
 
     bases = tangent_bases(state)

@@ -274,3 +274,15 @@ def test_numerical_rank_of_special_matrices():
     assert numerical_rank(np.zeros((3, 3))) == 0
     assert numerical_rank(np.eye(4)) == 4
     assert numerical_rank(np.ones((4, 4)) / 4) == 1
+
+
+def test_polishing_never_jumps_to_another_equilibrium(multistable_system):
+    """A state far from any equilibrium is certified as it is, with its speed."""
+    start = np.array([E1, E2, E3, -E1]) + 0.1
+    start /= np.linalg.norm(start, axis=1, keepdims=True)
+    refined, refined_speed = newton(multistable_system, start)
+    assert refined_speed < speed_tolerance(multistable_system)
+    assert np.linalg.norm(refined - start, axis=1).max() > 0.5
+    certificate = certify(multistable_system, start)
+    assert np.array_equal(certificate.state, start)
+    assert certificate.speed == pytest.approx(speed(multistable_system, start))
