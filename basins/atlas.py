@@ -50,6 +50,7 @@ from basins.classify import (
 )
 from basins.config import Config
 from basins.errors import AtlasError
+from basins.stability import RATE_RTOL, VERDICT_NAMES, catalog_columns, verdict_name
 from basins.kernels import (
     STATUS_CONVERGED,
     STATUS_MAX_STEPS,
@@ -334,8 +335,9 @@ def write_catalog(group: zarr.Group, config: Config, catalog: list[Attractor], s
     Per attractor: ``class``, ``count``, ``first_ic``, ``mean_steps``, ``n_clusters``,
     ``state`` (token, component); per cluster (padded to ``n_tokens`` with 0, -1 or
     NaN): ``multiplicity``, ``centre``, ``eigenspace`` (from 1; 0 for padding),
-    ``sign`` and ``cos``. The attributes hold the labels, the shapes and the
-    eigenvalues of ``V``.
+    ``sign`` and ``cos``; the stability certificate of each attractor (see
+    `basins.stability.catalog_columns`). The attributes hold the labels, the shapes
+    and the eigenvalues of ``V``.
     """
     n, d = config.system.n_tokens, config.system.dim
     k = len(catalog)
@@ -380,12 +382,24 @@ def write_catalog(group: zarr.Group, config: Config, catalog: list[Attractor], s
             dimension_names=names,
             overwrite=True,
         )[...] = values
+    certificates = catalog_columns(config.system, [a.state for a in catalog])
+    for name, (values, names) in certificates.items():
+        catalog_group.create_array(
+            name,
+            shape=values.shape,
+            chunks=tuple(max(1, s) for s in values.shape),
+            dtype=values.dtype,
+            dimension_names=names,
+            overwrite=True,
+        )[...] = values
     catalog_group.attrs.update(
         {
             "label": [a.label for a in catalog],
             "shape": [a.shape for a in catalog],
             "eigenvalues": [[v.eigenvalue.real, v.eigenvalue.imag] for v in spaces],
             "eigenspace_dimension": [int(v.basis.shape[1]) for v in spaces],
+            "stability_names": list(VERDICT_NAMES),
+            "rate_rtol": RATE_RTOL,
         }
     )
 
@@ -401,6 +415,8 @@ class CatalogEntry:
     first_ic: int
     mean_steps: float
     state: np.ndarray
+    stability: str = ""
+    unstable_directions: int = 0
 
 
 def read_catalog(path: str | Path) -> list[CatalogEntry]:
@@ -423,6 +439,9 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
     first = catalog["first_ic"][:]
     mean_steps = catalog["mean_steps"][:]
     states = catalog["state"][:]
+    # Catalogs written before certificates existed have no stability arrays.
+    stability = catalog["stability"][:] if "stability" in catalog else None
+    unstable = catalog["unstable_directions"][:] if stability is not None else None
     return [
         CatalogEntry(
             id=i,
@@ -432,6 +451,8 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
             first_ic=int(first[i]),
             mean_steps=float(mean_steps[i]),
             state=states[i],
+            stability="" if stability is None else verdict_name(int(stability[i])),
+            unstable_directions=0 if unstable is None else int(unstable[i]),
         )
         for i in range(len(labels))
     ]

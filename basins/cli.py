@@ -127,6 +127,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_plot_parser(commands)
 
+    equilibria = commands.add_parser(
+        "equilibria",
+        help="list the equilibria of a system, stable and unstable, with certificates",
+        description="Search equilibria by Newton's method from sampled final states, "
+        "from splits of the tokens on each real eigenvector of V, from regular "
+        "polygons and polytopes in invariant subspaces and from random points; print "
+        "each distinct one with its class, alignment, stability verdict and the rank "
+        "of its attention matrix. The search is local: it cannot prove that no other "
+        "equilibrium exists.",
+    )
+    equilibria.add_argument("config", help="TOML configuration file, or example:NAME")
+    equilibria.add_argument(
+        "--n-initial", type=int, default=256, metavar="N",
+        help="random initial conditions integrated to final states (default 256)",
+    )
+    equilibria.add_argument(
+        "--random-starts", type=int, default=32, metavar="N",
+        help="random points used directly as Newton starts (default 32)",
+    )
+    equilibria.add_argument("--seed", type=int, help="seed of both (default sampling.seed)")
+    equilibria.add_argument(
+        "--spectra", action="store_true", help="also print the rates of each equilibrium"
+    )
+    equilibria.add_argument(
+        "--save", type=Path, metavar="FILE.npz",
+        help="write states, rates, verdicts and attention matrices to a NumPy file",
+    )
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="check each claim of the theory and draw its figure",
+        description="Map small atlases, search and certify equilibria, and print one "
+        "row per claim: the system, the figure, the measured value, pass or fail. "
+        "Exits with status 1 if a claim fails.",
+    )
+    reproduce.add_argument(
+        "--out", "-o", type=Path, default=Path("reproduction"),
+        help="folder of the PNG figures (default ./reproduction)",
+    )
+    reproduce.add_argument(
+        "--only", nargs="+", metavar="CLAIM", help="check only these claims"
+    )
+    reproduce.add_argument(
+        "--keep-atlases", type=Path, metavar="DIR",
+        help="keep the atlases mapped on the way in DIR (default: a temporary folder)",
+    )
+
     examples = commands.add_parser("examples", help="list the built-in example systems")
     examples.add_argument("--show", metavar="NAME", help="print the TOML of one example")
     return parser
@@ -357,6 +404,34 @@ def _command_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_equilibria(args: argparse.Namespace) -> int:
+    from basins.config import load_config
+    from basins.equilibria import format_equilibria, save_equilibria, search
+
+    config = load_config(args.config)
+    found = search(
+        config, n_initial=args.n_initial, n_random=args.random_starts, seed=args.seed
+    )
+    print(format_equilibria(found, spectra=args.spectra))
+    if args.save:
+        save_equilibria(args.save, found)
+        print(f"saved to {args.save}")
+    return 0
+
+
+def _command_reproduce(args: argparse.Namespace) -> int:
+    from basins.reproduce import format_claims, reproduce
+
+    # One line per claim is enough; the atlases mapped on the way log at debug level.
+    if not args.verbose:
+        for name in ("basins.mapping", "basins.atlas"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    claims = reproduce(args.out, only=args.only, work=args.keep_atlases)
+    print(format_claims(claims))
+    print(f"figures in {args.out}")
+    return 0 if all(claim.passed for claim in claims) else 1
+
+
 def _command_examples(args: argparse.Namespace) -> int:
     from basins.examples import example_text, list_examples
 
@@ -377,6 +452,8 @@ COMMANDS = {
     "sweep": _command_sweep,
     "report": _command_report,
     "plot": _command_plot,
+    "equilibria": _command_equilibria,
+    "reproduce": _command_reproduce,
     "examples": _command_examples,
 }
 
