@@ -124,7 +124,9 @@ def numerical_rank(matrix: np.ndarray, rtol: float = ATTENTION_RANK_RTOL) -> int
     return int(np.sum(singular > rtol * singular[0]))
 
 
-def tangent_residual(system: System, state: np.ndarray, bases: np.ndarray) -> np.ndarray:
+def tangent_residual(
+    system: System, state: np.ndarray, bases: np.ndarray
+) -> np.ndarray:
     """Return the vector field in the tangent coordinates of ``bases``, flattened."""
     return np.einsum("iap,ia->ip", bases, vector_field(system, state)).ravel()
 
@@ -385,7 +387,9 @@ def newton(
         while scale > 1e-6:
             candidate = retract(state, bases, scale * step)
             candidate_norm = float(
-                np.linalg.norm(tangent_residual(system, candidate, tangent_bases(candidate)))
+                np.linalg.norm(
+                    tangent_residual(system, candidate, tangent_bases(candidate))
+                )
             )
             if candidate_norm < (1.0 - 1e-4 * scale) * residual_norm:
                 break
@@ -450,14 +454,21 @@ def certify(
     """
     if method not in ("analytic", "finite_difference"):
         raise ValueError(
-            f"method = {method!r} is invalid: expected 'analytic' or 'finite_difference'"
+            f"method = {method!r} is invalid: expected 'analytic' or "
+            f"'finite_difference'"
         )
     state = np.array(state, dtype=np.float64)
     certified_speed = speed(system, state)
     n, d = state.shape
     if n * (d - 1) > max_dimension:
         return Certificate(
-            UNCHECKED_NAME, np.empty(0, dtype=complex), 0, 0, math.nan, certified_speed, state
+            UNCHECKED_NAME,
+            np.empty(0, dtype=complex),
+            0,
+            0,
+            math.nan,
+            certified_speed,
+            state,
         )
     if polish:
         polished, polished_speed = newton(system, state)
