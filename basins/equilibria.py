@@ -340,14 +340,11 @@ def find_equilibria(
     tol = speed_tolerance(system)
     solutions = []
     sources = []
-    failed = 0
     for start in starts:
         state, converged = solve(system, start.state)
         if converged:
             solutions.append(state)
             sources.append(start.source)
-        else:
-            failed += 1
     logger.debug(
         "equilibrium search: %d of %d starts converged", len(solutions), len(starts)
     )

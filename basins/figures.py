@@ -104,7 +104,7 @@ def plot_states(
             **shading,
         )
         for centre, m in zip(centres, multiplicity):
-            axes.text(*(1.12 * centre), str(m), fontsize=9, fontweight="bold")
+            axes.text(*(1.22 * centre), str(m), fontsize=9, fontweight="bold", zorder=6)
         axes.set_title(panel.title, fontsize=8)
         axes.set_axis_off()
     if title:

@@ -343,7 +343,8 @@ def newton(
 
     Each iteration solves ``J step = -f`` in the least-squares sense (the minimum-norm
     step, so a continuous family of equilibria does not stall it), caps the step at
-    `NEWTON_MAX_STEP` radians per token, and halves it until the speed decreases.
+    `NEWTON_MAX_STEP` radians per token, and halves it until the norm of the field
+    decreases.
 
     Parameters
     ----------
@@ -368,7 +369,6 @@ def newton(
         tol = speed_tolerance(system)
     state = np.array(state, dtype=np.float64)
     state /= np.linalg.norm(state, axis=1, keepdims=True)
-    residual_norm = math.inf
     for _ in range(max_iter):
         bases = tangent_bases(state)
         residual = tangent_residual(system, state, bases)
@@ -382,7 +382,7 @@ def newton(
         if largest > NEWTON_MAX_STEP:
             step *= NEWTON_MAX_STEP / largest
 
-        # Backtrack until the residual decreases.
+        # Backtrack until the norm of the field decreases.
         scale = 1.0
         while scale > 1e-6:
             candidate = retract(state, bases, scale * step)
