@@ -369,21 +369,15 @@ def write_catalog(group: zarr.Group, config: Config, catalog: list[Attractor], s
         2: ("attractor", "cluster"),
         3: ("attractor", "cluster", "component"),
     }
+    certificates = catalog_columns(config.system, [a.state for a in catalog])
+    columns.update({name: values for name, (values, _) in certificates.items()})
     catalog_group = group.require_group("catalog")
     for name, values in columns.items():
         names = dimensions[values.ndim]
         if name == "state":
             names = ("attractor", "token", "component")
-        catalog_group.create_array(
-            name,
-            shape=values.shape,
-            chunks=tuple(max(1, s) for s in values.shape),
-            dtype=values.dtype,
-            dimension_names=names,
-            overwrite=True,
-        )[...] = values
-    certificates = catalog_columns(config.system, [a.state for a in catalog])
-    for name, (values, names) in certificates.items():
+        if name in certificates:
+            names = certificates[name][1]
         catalog_group.create_array(
             name,
             shape=values.shape,

@@ -146,9 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--random-starts", type=int, default=32, metavar="N",
         help="random points used directly as Newton starts (default 32)",
     )
-    equilibria.add_argument("--seed", type=int, help="seed of both (default sampling.seed)")
     equilibria.add_argument(
-        "--spectra", action="store_true", help="also print the rates of each equilibrium"
+        "--seed", type=int, help="seed of both random sets (default: sampling.seed)"
+    )
+    equilibria.add_argument(
+        "--spectra", action="store_true", help="print the rates of each equilibrium"
     )
     equilibria.add_argument(
         "--save", type=Path, metavar="FILE.npz",

@@ -146,7 +146,9 @@ def _spread(vertices: np.ndarray, n_tokens: int, heavy: bool) -> np.ndarray | No
     if k > n_tokens:
         return None
     if heavy:
-        assignment = np.concatenate([np.zeros(n_tokens - k + 1, dtype=int), np.arange(1, k)])
+        assignment = np.concatenate(
+            [np.zeros(n_tokens - k + 1, dtype=int), np.arange(1, k)]
+        )
     else:
         assignment = np.arange(n_tokens) % k
     return vertices[assignment]
@@ -202,7 +204,10 @@ def structured_starts(system: System) -> list[Start]:
         for positive in range(n, -1, -1):
             signs = np.array([1.0] * positive + [-1.0] * (n - positive))
             starts.append(
-                Start(signs[:, None] * vector[None, :], f"split {positive}:{n - positive} on {name}")
+                Start(
+                    signs[:, None] * vector[None, :],
+                    f"split {positive}:{n - positive} on {name}",
+                )
             )
 
     for name, plane in _invariant_subspaces(spaces, 2):
@@ -277,7 +282,9 @@ def _minimise_speed(system: System, state: np.ndarray) -> np.ndarray:
     n, d = state.shape
 
     def residual(step: np.ndarray) -> np.ndarray:
-        return vector_field(system, retract(state, bases, step.reshape(n, d - 1))).ravel()
+        return vector_field(
+            system, retract(state, bases, step.reshape(n, d - 1))
+        ).ravel()
 
     result = least_squares(
         residual,
@@ -333,14 +340,11 @@ def find_equilibria(
     tol = speed_tolerance(system)
     solutions = []
     sources = []
-    failed = 0
     for start in starts:
         state, converged = solve(system, start.state)
         if converged:
             solutions.append(state)
             sources.append(start.source)
-        else:
-            failed += 1
     logger.debug(
         "equilibrium search: %d of %d starts converged", len(solutions), len(starts)
     )
@@ -427,11 +431,16 @@ def search(
     Notes
     -----
     The search is local: it lists the equilibria that Newton's method reaches from the
-    starting points, not a proof that no other equilibrium exists.
+    starting points, not a proof that no other equilibrium exists. Its cost grows
+    with the dimension: about ``(n_tokens + 1) dim`` split starts alone, each a
+    Newton solve with dense matrices of size ``n_tokens (dim - 1)``, so it suits
+    small systems such as the examples, not a head of a trained model.
     """
     for name, value in (("n_initial", n_initial), ("n_random", n_random)):
         if not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{name} = {value!r} is invalid: expected an integer >= 0")
+            raise ConfigError(
+                f"{name} = {value!r} is invalid: expected an integer >= 0"
+            )
     if seed is not None and (not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"seed = {seed!r} is invalid: expected an integer >= 0")
     seed = config.sampling.seed if seed is None else seed
@@ -453,8 +462,17 @@ def format_equilibria(equilibria: list[Equilibrium], *, spectra: bool = False) -
     ``spectra``, the rates of each equilibrium follow the table.
     """
     header = (
-        "id", "class", "equilibrium", "min |cos|", "stability", "unstable",
-        "max Re rate", "rank W", "clusters", "speed", "found from",
+        "id",
+        "class",
+        "equilibrium",
+        "min |cos|",
+        "stability",
+        "unstable",
+        "max Re rate",
+        "rank W",
+        "clusters",
+        "speed",
+        "found from",
     )
     rows = []
     for number, equilibrium in enumerate(equilibria):
@@ -491,7 +509,9 @@ def format_equilibria(equilibria: list[Equilibrium], *, spectra: bool = False) -
         f"tolerance) and certified by the Jacobian on the tangent space"
     )
     if spectra:
-        lines.append("rates (parts within the zero tolerance of the verdict print as 0):")
+        lines.append(
+            "rates (parts within the zero tolerance of the verdict print as 0):"
+        )
         for number, equilibrium in enumerate(equilibria):
             certificate = equilibrium.certificate
             rates = ", ".join(
@@ -499,7 +519,8 @@ def format_equilibria(equilibria: list[Equilibrium], *, spectra: bool = False) -
             )
             note = ""
             if certificate.symmetry_directions:
-                note = f" (+{certificate.symmetry_directions} zero along the symmetry orbit)"
+                orbit = certificate.symmetry_directions
+                note = f" (+{orbit} zero along the symmetry orbit)"
             lines.append(f"{number}: {rates}{note}")
     return "\n".join(lines)
 
@@ -520,7 +541,9 @@ def save_equilibria(path, equilibria: list[Equilibrium]) -> None:
     ``class_name``, ``label``, ``attention`` (n_tokens, n_tokens),
     ``attention_rank``, ``n_clusters``, ``speed`` and ``source``.
     """
-    size = max((e.state.shape[0] * (e.state.shape[1] - 1) for e in equilibria), default=0)
+    size = max(
+        (e.state.shape[0] * (e.state.shape[1] - 1) for e in equilibria), default=0
+    )
     rate_real = np.full((len(equilibria), size), np.nan)
     rate_imag = np.full((len(equilibria), size), np.nan)
     for row, equilibrium in enumerate(equilibria):

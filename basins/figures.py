@@ -34,7 +34,7 @@ VERDICT_COLOURS = {
 
 @dataclass(frozen=True)
 class Panel:
-    """One state to draw: tokens ``(n_tokens, dim)``, a title, a class code and ``V``."""
+    """A state to draw: tokens ``(n_tokens, dim)``, title, class code and ``V``."""
 
     state: np.ndarray
     title: str
@@ -85,7 +85,9 @@ def plot_states(
             ends = np.stack([-1.25 * vector, 1.25 * vector])
             axes.plot(*ends.T, color="0.45", linestyle="--", linewidth=0.8)
             axes.text(*(1.35 * vector), space.name, color="0.3", fontsize=8)
-        clusters = cluster_tokens(panel.state[None], np.ones(1, dtype=bool), cluster_tol)
+        clusters = cluster_tokens(
+            panel.state[None], np.ones(1, dtype=bool), cluster_tol
+        )
         count = int(clusters.n_clusters[0])
         centres = clusters.centres[0, :count]
         multiplicity = clusters.multiplicity[0, :count]
@@ -94,11 +96,15 @@ def plot_states(
             _draw_edges(axes, centres, colour)
         shading = {"depthshade": False} if dim == 3 else {}
         axes.scatter(
-            *centres.T, s=40 + 40 * multiplicity, color=colour, edgecolor="black",
-            zorder=5, **shading,
+            *centres.T,
+            s=40 + 40 * multiplicity,
+            color=colour,
+            edgecolor="black",
+            zorder=5,
+            **shading,
         )
         for centre, m in zip(centres, multiplicity):
-            axes.text(*(1.12 * centre), str(m), fontsize=9, fontweight="bold")
+            axes.text(*(1.22 * centre), str(m), fontsize=9, fontweight="bold", zorder=6)
         axes.set_title(panel.title, fontsize=8)
         axes.set_axis_off()
     if title:
@@ -127,8 +133,11 @@ def _draw_sphere(axes, dim: int) -> None:
     axes.computed_zorder = False
     u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
     axes.plot_wireframe(
-        np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v),
-        color="0.85", linewidth=0.4,
+        np.cos(u) * np.sin(v),
+        np.sin(u) * np.sin(v),
+        np.cos(v),
+        color="0.85",
+        linewidth=0.4,
     )
     axes.set_box_aspect((1, 1, 1))
     axes.view_init(elev=20, azim=35)
@@ -165,7 +174,12 @@ def plot_sweep(
     for item in series:
         errors = np.stack([item.fraction - item.low, item.high - item.fraction])
         axes.errorbar(
-            parameter, item.fraction, yerr=errors, marker="o", markersize=4, capsize=3,
+            parameter,
+            item.fraction,
+            yerr=errors,
+            marker="o",
+            markersize=4,
+            capsize=3,
             label=item.label,
         )
     for value, label in markers:
@@ -201,7 +215,8 @@ def plot_fractions(
     axes.set_yticks(position, labels, fontsize=7)
     axes.set_xlabel("fraction of initial conditions (95% Wilson interval)")
     handles = [
-        Patch(color=colour, label=name) for name, colour in zip(CLASS_NAMES, CLASS_COLOURS)
+        Patch(color=colour, label=name)
+        for name, colour in zip(CLASS_NAMES, CLASS_COLOURS)
     ]
     axes.legend(handles=handles, fontsize=7, loc="lower right")
     if title:
@@ -228,11 +243,24 @@ def plot_spectra(
         y = len(labels) - 1 - row
         colour = VERDICT_COLOURS.get(verdict, "black")
         real = values.real
-        complex_part = np.abs(values.imag) > 1e-9 * max(1.0, float(np.abs(values).max()))
-        axes.scatter(real[~complex_part], np.full((~complex_part).sum(), y), s=14,
-                     color=colour, marker="|", linewidths=1.5)
-        axes.scatter(real[complex_part], np.full(complex_part.sum(), y), s=14,
-                     facecolors="none", edgecolors=colour)
+        complex_part = np.abs(values.imag) > 1e-9 * max(
+            1.0, float(np.abs(values).max())
+        )
+        axes.scatter(
+            real[~complex_part],
+            np.full((~complex_part).sum(), y),
+            s=14,
+            color=colour,
+            marker="|",
+            linewidths=1.5,
+        )
+        axes.scatter(
+            real[complex_part],
+            np.full(complex_part.sum(), y),
+            s=14,
+            facecolors="none",
+            edgecolors=colour,
+        )
     axes.axvline(0.0, color="black", linewidth=0.8)
     axes.set_yticks(np.arange(len(labels))[::-1], labels, fontsize=7)
     axes.set_xlabel("real part of the rates of the Jacobian on the tangent space")
@@ -265,9 +293,11 @@ def plot_rate_check(
     everything = np.concatenate([*analytic.values(), *certified.values()])
     span = np.array([everything.min(), everything.max()])
     axes.plot(span, span, color="0.6", linewidth=0.8)
-    styles = ({"s": 60, "facecolors": "none", "edgecolors": "tab:blue"},
-              {"s": 30, "marker": "x", "color": "tab:orange"},
-              {"s": 8, "color": "tab:green"})
+    styles = (
+        {"s": 60, "facecolors": "none", "edgecolors": "tab:blue"},
+        {"s": 30, "marker": "x", "color": "tab:orange"},
+        {"s": 8, "color": "tab:green"},
+    )
     for name, style in zip(analytic, itertools.cycle(styles)):
         axes.scatter(analytic[name], certified[name], label=name, **style)
     axes.set_xlabel("analytic rate")

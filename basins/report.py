@@ -151,7 +151,9 @@ def format_table(rows: list[FractionRow]) -> str:
     text = [render(header), separator, *map(render, lines), footer]
     flagged = [row for row in rows if row.flagged]
     if flagged:
-        ids = ", ".join(f"{row.id} ({row.stability or 'not certified'})" for row in flagged)
+        ids = ", ".join(
+            f"{row.id} ({row.stability or 'not certified'})" for row in flagged
+        )
         text.append(
             f"warning: attractors {ids} are not certified stable; their counts are "
             f"initial conditions that stopped near them, not basins"

@@ -124,7 +124,9 @@ def numerical_rank(matrix: np.ndarray, rtol: float = ATTENTION_RANK_RTOL) -> int
     return int(np.sum(singular > rtol * singular[0]))
 
 
-def tangent_residual(system: System, state: np.ndarray, bases: np.ndarray) -> np.ndarray:
+def tangent_residual(
+    system: System, state: np.ndarray, bases: np.ndarray
+) -> np.ndarray:
     """Return the vector field in the tangent coordinates of ``bases``, flattened."""
     return np.einsum("iap,ia->ip", bases, vector_field(system, state)).ravel()
 
@@ -341,7 +343,8 @@ def newton(
 
     Each iteration solves ``J step = -f`` in the least-squares sense (the minimum-norm
     step, so a continuous family of equilibria does not stall it), caps the step at
-    `NEWTON_MAX_STEP` radians per token, and halves it until the speed decreases.
+    `NEWTON_MAX_STEP` radians per token, and halves it until the norm of the field
+    decreases.
 
     Parameters
     ----------
@@ -366,7 +369,6 @@ def newton(
         tol = speed_tolerance(system)
     state = np.array(state, dtype=np.float64)
     state /= np.linalg.norm(state, axis=1, keepdims=True)
-    residual_norm = math.inf
     for _ in range(max_iter):
         bases = tangent_bases(state)
         residual = tangent_residual(system, state, bases)
@@ -380,12 +382,14 @@ def newton(
         if largest > NEWTON_MAX_STEP:
             step *= NEWTON_MAX_STEP / largest
 
-        # Backtrack until the residual decreases.
+        # Backtrack until the norm of the field decreases.
         scale = 1.0
         while scale > 1e-6:
             candidate = retract(state, bases, scale * step)
             candidate_norm = float(
-                np.linalg.norm(tangent_residual(system, candidate, tangent_bases(candidate)))
+                np.linalg.norm(
+                    tangent_residual(system, candidate, tangent_bases(candidate))
+                )
             )
             if candidate_norm < (1.0 - 1e-4 * scale) * residual_norm:
                 break
@@ -450,14 +454,21 @@ def certify(
     """
     if method not in ("analytic", "finite_difference"):
         raise ValueError(
-            f"method = {method!r} is invalid: expected 'analytic' or 'finite_difference'"
+            f"method = {method!r} is invalid: expected 'analytic' or "
+            f"'finite_difference'"
         )
     state = np.array(state, dtype=np.float64)
     certified_speed = speed(system, state)
     n, d = state.shape
     if n * (d - 1) > max_dimension:
         return Certificate(
-            UNCHECKED_NAME, np.empty(0, dtype=complex), 0, 0, math.nan, certified_speed, state
+            UNCHECKED_NAME,
+            np.empty(0, dtype=complex),
+            0,
+            0,
+            math.nan,
+            certified_speed,
+            state,
         )
     if polish:
         polished, polished_speed = newton(system, state)

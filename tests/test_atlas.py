@@ -27,7 +27,11 @@ def test_catalog_stores_certificates(tmp_path, small_config):
     assert catalog["stability"].shape == (k,)
     assert catalog["rate_real"].shape == (k, 4 * 2)
     assert catalog["rate_real"].metadata.dimension_names == ("attractor", "rate")
-    assert catalog["attention"].metadata.dimension_names == ("attractor", "query", "key")
+    assert catalog["attention"].metadata.dimension_names == (
+        "attractor",
+        "query",
+        "key",
+    )
     assert np.all(catalog["stability"][:] == 0)
     assert np.all(catalog["unstable_directions"][:] == 0)
     assert np.all(catalog["rate_real"][:] < 0)
@@ -52,14 +56,22 @@ def _atlas_with_states(tmp_path, system, states):
     write_chunk(
         path,
         config,
-        ChunkResult(0, status, np.full(len(states), 100, dtype=np.int32), states,
-                    labels.local_label, labels.class_code),
+        ChunkResult(
+            0,
+            status,
+            np.full(len(states), 100, dtype=np.int32),
+            states,
+            labels.local_label,
+            labels.class_code,
+        ),
     )
     finalize(path)
     return path
 
 
-def test_unstable_attractor_is_flagged_in_every_report(tmp_path, multistable_system, capsys):
+def test_unstable_attractor_is_flagged_in_every_report(
+    tmp_path, multistable_system, capsys
+):
     """A converged state at a saddle (consensus on e2) is kept in the catalog, but
     its certificate, the fraction table and the command line all mark it."""
     states = np.array([[E1] * 4, [E1] * 4, [E2] * 4])
@@ -77,7 +89,9 @@ def test_unstable_attractor_is_flagged_in_every_report(tmp_path, multistable_sys
     assert [row.label for row in flagged] == ["consensus 4@+v2"]
     table = format_table(rows)
     assert "! unstable (1)" in table
-    assert table.splitlines()[-1].startswith(f"warning: attractors {flagged[0].id} (unstable)")
+    assert table.splitlines()[-1].startswith(
+        f"warning: attractors {flagged[0].id} (unstable)"
+    )
 
     assert main(["report", str(path)]) == 0
     printed = capsys.readouterr().out
@@ -98,7 +112,9 @@ def test_symmetric_attractor_is_stable_modulo_symmetry(tmp_path):
     from basins import System
 
     system = System(n_tokens=4, dim=3, beta=1.0, V={"identity": True, "scale": -1.0})
-    tetrahedron = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3)
+    tetrahedron = np.array(
+        [[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]
+    ) / np.sqrt(3)
     path = _atlas_with_states(tmp_path, system, np.array([tetrahedron]))
     catalog = zarr.open_group(str(path), mode="r")["catalog"]
     assert VERDICT_NAMES[catalog["stability"][0]] == "stable modulo symmetry"

@@ -163,7 +163,8 @@ def test_reproduce_prints_a_row_per_claim(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert status == 0
     lines = printed.splitlines()
-    assert lines[0].split() == ["claim", "statement", "system", "figure", "measured", "result"]
+    header = ["claim", "statement", "system", "figure", "measured", "result"]
+    assert lines[0].split() == header
     assert lines[2].startswith("rates")
     assert lines[2].endswith("pass")
     assert lines[3].startswith("jacobian")

@@ -28,9 +28,16 @@ E1, E2, E3 = np.eye(3)
 
 @pytest.fixture(scope="module")
 def multistable_equilibria():
-    system = System(n_tokens=4, dim=3, beta=2.0, K={"diagonal": [1.0, 0.5, -3.0]},
-                    V={"diagonal": [1.0, 0.5, -3.0]})
-    config = Config(system=system, sampling=Sampling(n_initial=64, seed=1, chunk_size=64))
+    system = System(
+        n_tokens=4,
+        dim=3,
+        beta=2.0,
+        K={"diagonal": [1.0, 0.5, -3.0]},
+        V={"diagonal": [1.0, 0.5, -3.0]},
+    )
+    config = Config(
+        system=system, sampling=Sampling(n_initial=64, seed=1, chunk_size=64)
+    )
     return config, search(config, n_initial=64, n_random=8)
 
 
@@ -47,7 +54,10 @@ def test_splits_cover_every_eigenvector_and_sign(multistable_system):
 def test_polygon_and_polytope_starts_sit_in_invariant_subspaces(multistable_system):
     starts = structured_starts(multistable_system)
     polygons = [s for s in starts if "-gon in span(v1, v3)" in s.source]
-    assert {s.source for s in polygons} == {"3-gon in span(v1, v3)", "4-gon in span(v1, v3)"}
+    assert {s.source for s in polygons} == {
+        "3-gon in span(v1, v3)",
+        "4-gon in span(v1, v3)",
+    }
     for start in polygons:
         assert np.allclose(start.state[:, 1], 0.0)
         assert np.allclose(np.linalg.norm(start.state, axis=1), 1.0)
@@ -75,8 +85,13 @@ def test_search_lists_the_stable_landmarks_and_saddles(multistable_equilibria):
     by_label = {}
     for equilibrium in found:
         by_label.setdefault(equilibrium.description.label, []).append(equilibrium)
-    for label in ("consensus 4@+v1", "bipartite 2@+v1 2@-v1", "bipartite 3@+v1 1@-v1",
-                  "bipartite 2@+v3 2@-v3", "bipartite 3@+v3 1@-v3"):
+    for label in (
+        "consensus 4@+v1",
+        "bipartite 2@+v1 2@-v1",
+        "bipartite 3@+v1 1@-v1",
+        "bipartite 2@+v3 2@-v3",
+        "bipartite 3@+v3 1@-v3",
+    ):
         assert by_label[label][0].certificate.verdict == "stable"
     assert by_label["consensus 4@+v2"][0].certificate.unstable_directions == 1
     assert by_label["consensus 4@-v3"][0].certificate.unstable_directions == 8
@@ -92,14 +107,18 @@ def test_equilibria_are_distinct(multistable_equilibria):
     states = np.array([e.state for e in found])
     matcher = Matcher(config.system, config.classification)
     features = matcher.features(states, np.ones(len(states), dtype=bool))
-    group, representatives = matcher.group_representatives(features, np.arange(len(states)))
+    group, representatives = matcher.group_representatives(
+        features, np.arange(len(states))
+    )
     assert len(representatives) == len(found)
 
 
 def test_permuted_starts_give_one_equilibrium(multistable_system):
     state = np.array([E3, E3, E3, -E3])
-    starts = [Start(state[order], "permuted") for order in ([0, 1, 2, 3], [3, 0, 1, 2],
-                                                            [1, 3, 0, 2])]
+    starts = [
+        Start(state[order], "permuted")
+        for order in ([0, 1, 2, 3], [3, 0, 1, 2], [1, 3, 0, 2])
+    ]
     found = find_equilibria(multistable_system, starts)
     assert len(found) == 1
     assert found[0].starts == 3
@@ -121,8 +140,9 @@ def test_rotated_polytopes_give_one_equilibrium():
 
 
 def test_fallback_minimises_the_speed(multistable_system):
-    start = np.array([E1, E1, -E1, -E1]) + 0.01 * np.random.default_rng(4).standard_normal(
-        (4, 3))
+    start = np.array([E1, E1, -E1, -E1]) + 0.01 * np.random.default_rng(
+        4
+    ).standard_normal((4, 3))
     start /= np.linalg.norm(start, axis=1, keepdims=True)
     improved = _minimise_speed(multistable_system, start)
     assert speed(multistable_system, improved) < 1e-3 * speed(multistable_system, start)
@@ -139,7 +159,9 @@ def test_solve_reaches_an_equilibrium_from_random_points(multistable_system):
         solution, ok = solve(multistable_system, state)
         if ok:
             converged += 1
-            assert speed(multistable_system, solution) < speed_tolerance(multistable_system)
+            assert speed(multistable_system, solution) < speed_tolerance(
+                multistable_system
+            )
     assert converged >= 8
 
 

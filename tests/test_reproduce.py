@@ -11,11 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from basins.errors import ConfigError
-from basins.reproduce import (
+from basins.claims import (
     CLAIMS,
     SWEEP_BETAS,
-    Reproduction,
     bipartite_birth,
     claim_attention_rank,
     claim_beta_sweep,
@@ -32,6 +30,11 @@ from basins.reproduce import (
     claim_rates,
     claim_saddles,
     claim_small_beta,
+    sweep_config,
+)
+from basins.errors import ConfigError
+from basins.reproduce import (
+    Reproduction,
     difference_in_sigmas,
     format_claims,
     reproduce,
@@ -42,7 +45,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def context(tmp_path_factory):
-    return Reproduction(tmp_path_factory.mktemp("figures"), tmp_path_factory.mktemp("atlases"))
+    return Reproduction(
+        tmp_path_factory.mktemp("figures"), tmp_path_factory.mktemp("atlases")
+    )
 
 
 def figure_written(context, claim) -> bool:
@@ -110,7 +115,8 @@ def test_oja_flow_ends_at_the_top_eigenvector(context):
 def test_bipartite_basins_are_born_as_beta_grows(context):
     claim = claim_beta_sweep(context)
     births = claim.values["births"]
-    assert 0.5 < births["2:2"] < births["3:1"] < 1.0
+    assert births["2:2"] == pytest.approx(math.atanh(0.5), abs=1e-5)
+    assert births["2:2"] < births["3:1"] < 1.0
     shares = claim.values["bipartite"]
     assert all(shares[beta].count == 0 for beta in SWEEP_BETAS if beta < births["2:2"])
     assert all(shares[beta].low > 0 for beta in SWEEP_BETAS if beta > births["3:1"])
@@ -120,7 +126,6 @@ def test_bipartite_basins_are_born_as_beta_grows(context):
 
 
 def test_birth_is_where_the_certificate_changes_sign():
-    from basins.reproduce import sweep_config
     from basins.stability import certify
 
     birth = bipartite_birth(2)
@@ -206,7 +211,14 @@ def test_difference_in_sigmas():
 def test_table_has_one_row_per_claim(context):
     claims = [claim_rates(context), claim_finite_differences(context)]
     lines = format_claims(claims).splitlines()
-    assert lines[0].split() == ["claim", "statement", "system", "figure", "measured", "result"]
+    assert lines[0].split() == [
+        "claim",
+        "statement",
+        "system",
+        "figure",
+        "measured",
+        "result",
+    ]
     assert len(lines) == 2 + len(claims) + 1
     assert lines[2].startswith("rates")
     assert lines[2].endswith("pass")
@@ -219,5 +231,7 @@ def test_unknown_claim_is_rejected(tmp_path):
 
 
 def test_every_claim_has_a_test():
-    tested = {name.removeprefix("claim_") for name in globals() if name.startswith("claim_")}
+    tested = {
+        name.removeprefix("claim_") for name in globals() if name.startswith("claim_")
+    }
     assert {CLAIMS[name].__name__.removeprefix("claim_") for name in CLAIMS} <= tested

@@ -22,10 +22,14 @@ from basins.stability import (
 
 WEIGHTINGS = ("softmax", "unnormalized", "oja")
 E1, E2, E3 = np.eye(3)
-TETRAHEDRON = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / math.sqrt(3)
+TETRAHEDRON = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / math.sqrt(
+    3
+)
 
 
-def random_system(weighting: str, seed: int, *, n_tokens: int = 5, dim: int = 4) -> System:
+def random_system(
+    weighting: str, seed: int, *, n_tokens: int = 5, dim: int = 4
+) -> System:
     """Random Q, K and a non-symmetric V with real, distinct eigenvalues."""
     generator = np.random.default_rng(seed)
     basis = generator.standard_normal((dim, dim))
@@ -33,7 +37,9 @@ def random_system(weighting: str, seed: int, *, n_tokens: int = 5, dim: int = 4)
     V = basis @ np.diag(spectrum) @ np.linalg.inv(basis)
     Q = generator.standard_normal((dim, dim)) / 2
     K = generator.standard_normal((dim, dim)) / 2
-    return System(n_tokens=n_tokens, dim=dim, beta=0.8, Q=Q, K=K, V=V, weighting=weighting)
+    return System(
+        n_tokens=n_tokens, dim=dim, beta=0.8, Q=Q, K=K, V=V, weighting=weighting
+    )
 
 
 def random_state(seed: int, n_tokens: int, dim: int) -> np.ndarray:
@@ -65,8 +71,13 @@ def test_analytic_jacobian_matches_central_differences(weighting, seed):
 
 def test_analytic_jacobian_at_large_beta_matches_differences():
     """Peaked softmax weights: the weight derivatives dominate the Jacobian."""
-    system = System(n_tokens=4, dim=3, beta=6.0, K={"diagonal": [1.0, 0.5, -3.0]},
-                    V={"diagonal": [1.0, 0.5, -3.0]})
+    system = System(
+        n_tokens=4,
+        dim=3,
+        beta=6.0,
+        K={"diagonal": [1.0, 0.5, -3.0]},
+        V={"diagonal": [1.0, 0.5, -3.0]},
+    )
     state = random_state(5, 4, 3)
     bases = tangent_bases(state)
     analytic = tangent_jacobian(system, state, bases)
@@ -77,8 +88,10 @@ def test_analytic_jacobian_at_large_beta_matches_differences():
 def consensus_oracle(system: System, vector: np.ndarray, value: float) -> np.ndarray:
     """Rates lambda_k - lambda_p and -lambda_p ((n-1)(d-1) times), with the
     exp(beta alpha) speed factor of the unnormalized weighting."""
-    others = np.delete(np.linalg.eigvals(system.V).real, np.argmin(
-        np.abs(np.linalg.eigvals(system.V) - value)))
+    others = np.delete(
+        np.linalg.eigvals(system.V).real,
+        np.argmin(np.abs(np.linalg.eigvals(system.V) - value)),
+    )
     n, d = system.n_tokens, system.dim
     rates = np.concatenate([others - value, np.full((n - 1) * (d - 1), -value)])
     if system.weighting == "unnormalized":
@@ -113,7 +126,9 @@ def test_unnormalized_rates_are_the_softmax_rates_times_the_factor():
     factor = math.exp(softmax.beta * float(vector @ softmax.A @ vector))
     assert factor != pytest.approx(1.0)
     scaled = np.sort(certify(softmax, state).rates.real) * factor
-    assert np.abs(np.sort(certify(unnormalized, state).rates.real) - scaled).max() <= 1e-9
+    assert (
+        np.abs(np.sort(certify(unnormalized, state).rates.real) - scaled).max() <= 1e-9
+    )
 
 
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
@@ -122,9 +137,15 @@ def test_bipartite_rates_come_from_blocks_mixing_the_groups(weighting, split):
     """With tokens at +-v, block (i, k) is w_ik B^T V B - delta_ik (x_i^T y_i) I, so
     the rates are the eigenvalues of lambda_k W - diag(x_i^T y_i) over the other
     eigenvalues lambda_k of V."""
-    system = System(n_tokens=4, dim=3, beta=1.3, Q={"diagonal": [1.0, 2.0, 0.5]},
-                    K={"diagonal": [0.7, -1.0, 1.5]}, V={"diagonal": [1.0, 0.5, -3.0]},
-                    weighting=weighting)
+    system = System(
+        n_tokens=4,
+        dim=3,
+        beta=1.3,
+        Q={"diagonal": [1.0, 2.0, 0.5]},
+        K={"diagonal": [0.7, -1.0, 1.5]},
+        V={"diagonal": [1.0, 0.5, -3.0]},
+        weighting=weighting,
+    )
     state = np.array([E3] * split + [-E3] * (4 - split))
     weights = attention_matrix(system, state)
     radial = np.sum(state * (weights @ state @ system.V.T), axis=1)
@@ -164,12 +185,24 @@ def test_saddles_report_their_unstable_directions(multistable_system):
     [
         (4, 3, TETRAHEDRON, 3),
         (6, 3, np.concatenate([np.eye(3), -np.eye(3)]), 3),
-        (5, 2, np.stack([np.cos(2 * np.pi * np.arange(5) / 5),
-                         np.sin(2 * np.pi * np.arange(5) / 5)], axis=1), 1),
+        (
+            5,
+            2,
+            np.stack(
+                [
+                    np.cos(2 * np.pi * np.arange(5) / 5),
+                    np.sin(2 * np.pi * np.arange(5) / 5),
+                ],
+                axis=1,
+            ),
+            1,
+        ),
     ],
 )
 def test_polytopes_are_stable_modulo_rotations(n_tokens, dim, state, orbit):
-    system = System(n_tokens=n_tokens, dim=dim, beta=1.0, V={"identity": True, "scale": -1.0})
+    system = System(
+        n_tokens=n_tokens, dim=dim, beta=1.0, V={"identity": True, "scale": -1.0}
+    )
     certificate = certify(system, state)
     assert certificate.verdict == "stable modulo symmetry"
     assert certificate.symmetry_directions == orbit
@@ -199,8 +232,13 @@ def test_consensus_with_full_rotation_symmetry():
 def test_zero_rate_without_symmetry_is_marginal():
     """V = diag(1, 1, -3) with A = diag(1, 2, 3): the repeated top eigenvalue gives a
     zero rate at consensus on e1 that no rotation explains, because A breaks it."""
-    system = System(n_tokens=3, dim=3, beta=1.0, K={"diagonal": [1.0, 2.0, 3.0]},
-                    V={"diagonal": [1.0, 1.0, -3.0]})
+    system = System(
+        n_tokens=3,
+        dim=3,
+        beta=1.0,
+        K={"diagonal": [1.0, 2.0, 3.0]},
+        V={"diagonal": [1.0, 1.0, -3.0]},
+    )
     certificate = certify(system, np.array([E1] * 3))
     assert certificate.symmetry_directions == 0
     assert certificate.verdict == "marginal"
@@ -213,7 +251,9 @@ def test_finite_differences_give_the_same_certificate(multistable_system):
     analytic = certify(multistable_system, state)
     numeric = certify(multistable_system, state, method="finite_difference")
     assert numeric.verdict == analytic.verdict
-    assert np.abs(np.sort(numeric.rates.real) - np.sort(analytic.rates.real)).max() <= 1e-6
+    assert (
+        np.abs(np.sort(numeric.rates.real) - np.sort(analytic.rates.real)).max() <= 1e-6
+    )
 
 
 def test_unknown_method_is_rejected(multistable_system):
@@ -260,8 +300,14 @@ def test_verdict_codes_follow_the_names(multistable_system):
 
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
 def test_attention_rank_is_at_most_the_number_of_clusters(weighting):
-    system = System(n_tokens=6, dim=3, beta=2.0, Q={"diagonal": [1.0, 2.0, 0.5]},
-                    V={"diagonal": [1.0, 0.5, -3.0]}, weighting=weighting)
+    system = System(
+        n_tokens=6,
+        dim=3,
+        beta=2.0,
+        Q={"diagonal": [1.0, 2.0, 0.5]},
+        V={"diagonal": [1.0, 0.5, -3.0]},
+        weighting=weighting,
+    )
     clustered = np.array([E1, E1, E1, -E1, E2, E2])
     weights = attention_matrix(system, clustered)
     assert numerical_rank(weights) <= 3
