@@ -76,6 +76,9 @@ def test_sweep_lines_and_stacked(tmp_path, capsys, small_sweep):
     image = draw(tmp_path, capsys, small_sweep, "--kind", "sweep")
     assert_non_trivial(image)
     assert colour_share(image, TAB_BLUE, 0.05) > 0.0005
+    logarithmic = draw(tmp_path, capsys, small_sweep, "--kind", "sweep", "--log")
+    assert_non_trivial(logarithmic)
+    assert colour_share(logarithmic, TAB_BLUE, 0.05) > 0.0005
     stacked = draw(tmp_path, capsys, small_sweep, "--kind", "sweep", "--by", "class",
                    "--stacked")
     assert_non_trivial(stacked)
