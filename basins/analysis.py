@@ -162,6 +162,8 @@ def _open_member(path: Path) -> xr.Dataset:
     dataset = xr.open_zarr(
         str(path), consolidated=False, mask_and_scale=False, zarr_format=3
     )
+    # The store lists its arrays in no fixed order; keep the order of the layout.
+    dataset = dataset[[name for name in atlas.PER_IC_ARRAYS if name in dataset]]
     # NOTE: the ic coordinate is held in memory, 8 bytes per initial condition. A
     # lazy xarray RangeIndex would avoid that, but with an integer dtype it breaks
     # Dataset.nbytes and repr in xarray 2026.9.

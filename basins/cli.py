@@ -260,6 +260,10 @@ def _add_plot_parser(commands) -> None:
     plot.add_argument(
         "--stacked", action="store_true", help="sweep: stack the fractions instead of lines"
     )
+    plot.add_argument(
+        "--log", action="store_true",
+        help="sweep: logarithmic fraction axis, so that small basins show",
+    )
     plot.add_argument("--token", type=int, default=0, help="slice: the token that moves")
     plot.add_argument(
         "--ic", type=int, default=0,
@@ -395,6 +399,7 @@ def _command_plot(args: argparse.Namespace) -> int:
         by=args.by,
         value=args.value,
         stacked=args.stacked,
+        log=args.log,
         token=args.token,
         ic=args.ic,
         resolution=args.resolution,

@@ -92,6 +92,7 @@ def plot_sweep(
     *,
     parameter: str = "",
     stacked: bool = False,
+    log: bool = False,
     min_fraction: float = 0.0,
     title: str = "",
 ) -> Figure:
@@ -108,6 +109,10 @@ def plot_sweep(
     stacked : bool, optional
         Stack the fractions (they add up to one) instead of drawing one line with
         its 95% band per group.
+    log : bool, optional
+        Draw the lines on a logarithmic fraction axis, so that small basins show.
+        Values where a group has no initial condition are left out of its line and
+        band. The axis starts at half of one initial condition's fraction.
     min_fraction : float, optional
         Leave out groups whose fraction stays below this at every value.
     title : str, optional
@@ -137,14 +142,26 @@ def plot_sweep(
         )
         axes.set_ylim(0.0, 1.0)
     else:
+        floor = 0.5 / float(table["total"].max()) if len(table) else 0.0
         for label, rows in groups:
             line_colour = _row_colour(rows.iloc[0])
             x = rows[dimension].to_numpy()
-            axes.fill_between(x, rows["low"], rows["high"], color=line_colour, alpha=0.25,
-                              linewidth=0)
-            axes.plot(x, rows["fraction"], marker="o", markersize=3, color=line_colour,
+            fraction = rows["fraction"].to_numpy()
+            low = rows["low"].to_numpy()
+            found = np.ones(len(rows), dtype=bool)
+            if log:
+                found = rows["count"].to_numpy() > 0
+                fraction = np.where(found, fraction, np.nan)
+                low = np.maximum(low, floor)
+            axes.fill_between(x, low, rows["high"], where=found, color=line_colour,
+                              alpha=0.25, linewidth=0)
+            axes.plot(x, fraction, marker="o", markersize=3, color=line_colour,
                       label=label)
-        axes.set_ylim(bottom=0.0)
+        if log:
+            axes.set_yscale("log")
+            axes.set_ylim(floor, 1.0)
+        else:
+            axes.set_ylim(bottom=0.0)
     axes.set_xlabel(parameter or dimension)
     axes.set_ylabel("basin fraction" + ("" if stacked else " (95% Wilson band)"))
     axes.grid(alpha=0.3)
@@ -323,6 +340,7 @@ def plot_atlas(
     by: str = "attractor",
     value: float | None = None,
     stacked: bool = False,
+    log: bool = False,
     token: int = 0,
     ic: int = 0,
     resolution: int = 90,
@@ -343,6 +361,8 @@ def plot_atlas(
         The sweep value to show with ``bars``, ``steps`` and ``slice``.
     stacked : bool
         ``sweep``: stack the fractions.
+    log : bool
+        ``sweep``: logarithmic fraction axis.
     token, ic, resolution : int
         ``slice``: the token that moves, the initial condition that places the
         others, and the number of latitudes (twice as many longitudes).
@@ -368,7 +388,7 @@ def plot_atlas(
             )
         table = analysis.basin_fractions(dataset, by=by)
         return plot_sweep(table, dataset.attrs["dimension"],
-                          parameter=dataset.attrs["parameter"], stacked=stacked)
+                          parameter=dataset.attrs["parameter"], stacked=stacked, log=log)
 
     title_suffix = ""
     member = path

@@ -197,9 +197,10 @@ def sweep_blocks(path: Path, *, figures: bool = True) -> list[Block]:
         blocks.append(_heading("Figures"))
         blocks.append(
             _figure("sweep-attractors",
-                    plots.plot_sweep(by_track, dimension, parameter=attrs["parameter"]),
+                    plots.plot_sweep(by_track, dimension, parameter=attrs["parameter"],
+                                     log=True),
                     "Basin fraction of each attractor against the parameter, with 95% "
-                    "Wilson bands.")
+                    "Wilson bands, on a logarithmic axis.")
         )
         blocks.append(
             _figure("sweep-classes",

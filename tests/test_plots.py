@@ -72,10 +72,16 @@ def test_steps(tmp_path, capsys, atlas_path):
     assert colour_share(image, TAB_BLUE, 0.05) > 0.0005  # the first histogram line
 
 
-def test_sweep_lines_and_stacked(tmp_path, capsys, small_sweep):
+def test_sweep_lines_and_log_axis(tmp_path, capsys, small_sweep):
     image = draw(tmp_path, capsys, small_sweep, "--kind", "sweep")
     assert_non_trivial(image)
     assert colour_share(image, TAB_BLUE, 0.05) > 0.0005
+    logarithmic = draw(tmp_path, capsys, small_sweep, "--kind", "sweep", "--log")
+    assert_non_trivial(logarithmic)
+    assert colour_share(logarithmic, TAB_BLUE, 0.05) > 0.0005
+
+
+def test_sweep_stacked_by_class(tmp_path, capsys, small_sweep):
     stacked = draw(tmp_path, capsys, small_sweep, "--kind", "sweep", "--by", "class",
                    "--stacked")
     assert_non_trivial(stacked)
