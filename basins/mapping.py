@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,20 +182,76 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="chunk", disable=not enabled, desc="basins", leave=True)
 
 
+# A task function: (configuration as plain data, atlas path, chunk index, Numba
+# threads or None) -> a dict with at least the RK4 steps it took under "steps".
+Task = Callable[[dict[str, Any], str, int, int | None], dict[str, Any]]
+
+
+def run_tasks(
+    config: Config,
+    path: Path,
+    chunks: list[int],
+    execution: Execution,
+    task: Task = compute_chunk,
+    *,
+    name: str = "chunk",
+    retry_hint: str | None = None,
+) -> int:
+    """Run ``task`` once per chunk where ``execution`` says, and return the total steps.
+
+    Parameters
+    ----------
+    config : Config
+        The atlas's configuration, sent to every task as plain data.
+    path : path
+        The atlas; each task writes its own chunks into it.
+    chunks : list of int
+        Chunk indices, each passed to one call of ``task``.
+    execution : Execution
+        Where the tasks run.
+    task : callable, optional
+        Called as ``task(config_data, path, chunk, numba_threads)``; returns a dict
+        with the RK4 steps it took under ``"steps"``. Default: one chunk of a map.
+    name : str, optional
+        Names the tasks' Dask keys.
+    retry_hint : str, optional
+        The command that retries failed chunks, for the error message; default
+        ``basins resume PATH``.
+
+    Raises
+    ------
+    RuntimeError
+        If a task failed; the other tasks' chunks are stored.
+    """
+    if execution.scheduler is None and execution.cluster == "synchronous":
+        return _run_synchronous(config, path, chunks, execution, task)
+    return _run_distributed(config, path, chunks, execution, task, name, retry_hint)
+
+
 def _run_synchronous(
-    config: Config, path: Path, chunks: list[int], execution: Execution
+    config: Config,
+    path: Path,
+    chunks: list[int],
+    execution: Execution,
+    task: Task = compute_chunk,
 ) -> int:
     threads = execution.numba_threads or available_cores()
     steps = 0
     with _progress_bar(len(chunks), execution.progress) as bar:
         for chunk in chunks:
-            steps += compute_chunk(config.to_dict(), str(path), chunk, threads)["steps"]
+            steps += task(config.to_dict(), str(path), chunk, threads)["steps"]
             bar.update(1)
     return steps
 
 
 def _run_distributed(
-    config: Config, path: Path, chunks: list[int], execution: Execution
+    config: Config,
+    path: Path,
+    chunks: list[int],
+    execution: Execution,
+    task: Task = compute_chunk,
+    name: str = "chunk",
+    retry_hint: str | None = None,
 ) -> int:
     from distributed import Client, LocalCluster, as_completed
 
@@ -226,12 +282,12 @@ def _run_distributed(
         token = f"{path.resolve()}-{time.time_ns()}"
         futures = [
             client.submit(
-                compute_chunk,
+                task,
                 config_data,
                 str(path.resolve()),
                 chunk,
                 threads,
-                key=f"basins-chunk-{chunk}-{token}",
+                key=f"basins-{name}-{chunk}-{token}",
                 pure=False,
                 retries=1,
             )
@@ -251,9 +307,10 @@ def _run_distributed(
             cluster.close()
     if failures:
         _, first_error = failures[0]
+        retry_hint = retry_hint or f"basins resume {path}"
         raise RuntimeError(
             f"{len(failures)} of {len(chunks)} chunks failed; the others are stored, "
-            f"and 'basins resume {path}' retries the failed ones. First error: "
+            f"and '{retry_hint}' retries the failed ones. First error: "
             f"{first_error!r}"
         ) from first_error
     return steps
@@ -270,12 +327,7 @@ def _compute(
         config.sampling.chunk_size,
         path,
     )
-    if not chunks:
-        steps = 0
-    elif execution.scheduler is None and execution.cluster == "synchronous":
-        steps = _run_synchronous(config, path, chunks, execution)
-    else:
-        steps = _run_distributed(config, path, chunks, execution)
+    steps = run_tasks(config, path, chunks, execution) if chunks else 0
     atlas.finalize(path)
     seconds = time.perf_counter() - started
     pending = len(atlas.pending_chunks(path))
