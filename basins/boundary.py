@@ -3,9 +3,9 @@
 Pairs of initial conditions of an atlas that reach different attractors are joined by
 the geodesic of the product of spheres (every token moves along its great circle).
 Bisection along it (`basins.geometry.refine_crossings`) narrows a bracket around a
-point where the outcome changes until the bracket is no longer than ``tol``; the
-middle of the bracket is stored as a boundary point with the attractors on its two
-sides. Every level of the bisection integrates the midpoints of all pairs of a chunk
+point where the outcome changes until the bracket is no longer than ``tol``. The
+middle of the bracket is stored as a boundary point, together with the attractors on
+its two sides. Every level of the bisection integrates the midpoints of all pairs of a chunk
 in one batch.
 
 Pairs are chosen by a fixed rule, so a larger request extends the earlier points:
@@ -44,6 +44,7 @@ from basins.geometry import (
     check_positive,
     create_array,
     exp_map,
+    grow_arrays,
     log_map,
     open_section,
     pending_blocks,
@@ -59,7 +60,7 @@ SECTION = "boundary"
 
 @dataclass(frozen=True)
 class BoundarySettings:
-    """What `sample_boundary` computes.
+    """Settings of the boundary points that `sample_boundary` locates.
 
     Parameters
     ----------
@@ -165,11 +166,6 @@ def _create_arrays(group: zarr.Group, config: Config, size: int, chunk: int) -> 
     create_array(group, "status", (size,), (chunk,), "int8", STATUS_PENDING, ("point",))
 
 
-def _grow_arrays(group: zarr.Group, size: int) -> None:
-    for name, array in group.arrays():
-        array.resize((size, *array.shape[1:]))
-
-
 def compute_boundary_chunk(
     config_data: dict[str, Any],
     path: str,
@@ -239,8 +235,9 @@ class BoundaryPoints:
         The points.
     first_attractor, second_attractor : numpy.ndarray of int32, shape (m,)
         Outcome just before and just after each point along the geodesic from the
-        first to the second initial condition of its pair; the second may be
-        negative (`basins.geometry.NO_ATTRACTOR`, `basins.geometry.UNCATALOGUED`).
+        first to the second initial condition of its pair. The second may be a
+        negative label (`basins.geometry.NO_ATTRACTOR`,
+        `basins.geometry.UNCATALOGUED`).
     position : numpy.ndarray, shape (m,)
         Geodesic distance from the first initial condition to the point.
     width : numpy.ndarray, shape (m,)
@@ -371,7 +368,7 @@ def sample_boundary(
         _create_arrays(group, config, len(first_ic), settings.chunk_size)
     stored = group["status"].shape[0]
     if len(first_ic) > stored:
-        _grow_arrays(group, len(first_ic))
+        grow_arrays(group, len(first_ic))
     if created or len(first_ic) > stored:
         group["first_ic"][:] = first_ic
         group["second_ic"][:] = second_ic
@@ -386,8 +383,6 @@ def sample_boundary(
         len(chunks),
     )
     if chunks:
-        if execution.scheduler is None and execution.cluster == "local":
-            execution.local_layout()
         run_tasks(
             config,
             path,

@@ -2,12 +2,12 @@
 
 **Slice.** For ``dim = 3``, one token of an atlas initial condition (the *base*) is
 moved over a latitude-longitude grid of the sphere while the other tokens keep their
-initial positions; every grid point is integrated and labelled with the catalog
-attractor it reaches (or a negative outcome label, `basins.geometry.NO_ATTRACTOR`
-and `basins.geometry.UNCATALOGUED`). Latitude is measured from the plane of the
-first two coordinate axes towards the third axis, longitude from the first axis
-towards the second; grid points are the centres of ``grid x 2 grid`` equal-angle
-cells.
+initial positions. Every grid point is integrated and labelled with the catalog
+attractor it reaches, or with a negative outcome label
+(`basins.geometry.NO_ATTRACTOR`, `basins.geometry.UNCATALOGUED`). Latitude is
+measured from the plane of the first two coordinate axes towards the third axis, and
+longitude from the first axis towards the second. Grid points are the centres of
+``grid x 2 grid`` equal-angle cells.
 
 **Basin entropy** (Daza, Wagemakers, Georgeot, Guéry-Odelin and Sanjuán, "Basin
 entropy: a new tool to analyze uncertainty in dynamical systems", Sci. Rep. 6, 31416,
@@ -81,7 +81,7 @@ BOOTSTRAP_RESAMPLES = 2000
 
 @dataclass(frozen=True)
 class SliceSettings:
-    """What `compute_slice` computes.
+    """Settings of a slice and of its uncertainty exponent, for `compute_slice`.
 
     Parameters
     ----------
@@ -372,7 +372,11 @@ class BasinEntropy:
 
     @property
     def fractal_sign(self) -> bool:
-        """Whether ``S_bb > log 2``, which only a fractal boundary can give."""
+        """Whether ``S_bb > log 2``, the sufficient condition for a fractal boundary.
+
+        A box that straddles a smooth boundary between two basins has an entropy of
+        at most ``log 2``; the criterion can fail where three or more basins meet.
+        """
         return bool(self.boundary_entropy > np.log(2.0))
 
 
@@ -757,8 +761,6 @@ def compute_slice(
         "slice %s of %s: %d chunks to compute", settings.name, path, len(chunks)
     )
     if chunks:
-        if execution.scheduler is None and execution.cluster == "local":
-            execution.local_layout()
         run_tasks(
             config,
             path,

@@ -14,7 +14,8 @@ directions (uniform on the unit tangent sphere), the search
 The result per direction is the escape size and the basin reached just past it. The
 smallest size over the directions that reach a given basin estimates the minimal
 perturbation towards that basin (in the spirit of the minimal fatal shocks of
-Halekotte and Feudel, Sci. Rep. 10, 11783, 2020).
+Halekotte and Feudel, "Minimal fatal shocks in multistable complex networks", Sci.
+Rep. 10, 2020, doi:10.1038/s41598-020-68805-6).
 
 Limits: the estimate is an upper bound of the true minimum, which may lie between the
 sampled directions, and it tightens as directions are added. A basin that a ray
@@ -46,6 +47,7 @@ from basins.geometry import (
     check_positive,
     create_array,
     exp_map,
+    grow_arrays,
     open_section,
     pending_blocks,
     random_direction,
@@ -64,7 +66,7 @@ NO_ESCAPE = -3
 
 @dataclass(frozen=True)
 class EscapeSettings:
-    """What `find_escapes` computes for each attractor.
+    """Settings of the escape search of `find_escapes`, the same for each attractor.
 
     Parameters
     ----------
@@ -479,8 +481,7 @@ def find_escapes(
         if created:
             _create_arrays(group, config, settings.n_directions, settings.chunk_size)
         elif settings.n_directions > group["status"].shape[0]:
-            for _, array in group.arrays():
-                array.resize((settings.n_directions, *array.shape[1:]))
+            grow_arrays(group, settings.n_directions)
         group.attrs["label"] = atlas.open_store(path)["catalog"].attrs["label"][
             attractor_id
         ]
@@ -504,8 +505,6 @@ def find_escapes(
         len(chunks),
     )
     if chunks:
-        if execution.scheduler is None and execution.cluster == "local":
-            execution.local_layout()
         task = functools.partial(
             compute_escape_chunk, attractors=tuple(attractors), stride=stride
         )

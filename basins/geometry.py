@@ -10,11 +10,12 @@ a constant speed proportional to ``theta_i`` (spherical linear interpolation, to
 by token). Tangent vectors at ``X`` are ``(n, d)`` arrays whose rows are orthogonal
 to the tokens; their length is the Frobenius norm.
 
-This module holds what boundary sampling (`basins.boundary`), slices
-(`basins.entropy`) and escape searches (`basins.escape`) share: the exponential and
-logarithm maps, random tangent directions, `BasinProbe` (integrate states and name
-the catalog attractor each reaches), `refine_crossings` (bisection along many
-geodesics at once) and the helpers that create and resume their groups in an atlas.
+This module contains the parts that boundary sampling (`basins.boundary`), slices
+(`basins.entropy`) and escape searches (`basins.escape`) share. These are the
+exponential and logarithm maps, random tangent directions, `BasinProbe` (integrate
+states and name the catalog attractor each reaches), `refine_crossings` (bisection
+along many geodesics at once) and the helpers that create and resume their groups in
+an atlas.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import zarr
 
 from basins import atlas
 from basins.classify import Matcher
-from basins.config import Config
+from basins.config import Config, _check_int, _check_real
 from basins.errors import AtlasError, ConfigError
 from basins.integrate import integrate
 from basins.kernels import STATUS_CONVERGED, STATUS_PENDING
@@ -209,8 +210,8 @@ class BasinProbe:
         """Return the catalog id of each final state, or a negative outcome label.
 
         A converged state gets the id of the nearest reference with the same
-        multiplicities, when that reference is within ``shape_tol`` (the rule that
-        builds the catalog); other converged states get `UNCATALOGUED`, and
+        multiplicities when that reference is within ``shape_tol``, the rule that
+        builds the catalog. Other converged states get `UNCATALOGUED`, and
         unconverged ones `NO_ATTRACTOR`.
         """
         m = len(final_state)
@@ -261,7 +262,7 @@ class BasinProbe:
 
 @dataclass(frozen=True)
 class Crossings:
-    """Where geodesics leave a basin, each to within a bracket.
+    """Points where geodesics leave a basin, each known to within a bracket.
 
     Attributes
     ----------
@@ -305,8 +306,8 @@ def refine_crossings(
     ``direction[k]``, so ``s`` is arc length. Its point at ``lower[k]`` reaches the
     attractor ``inner[k]`` and its point at ``upper[k]`` does not (its outcome is
     ``outer[k]``). Each level integrates the midpoints of all brackets still longer
-    than ``tol`` and keeps the half whose ends have different outcomes; the bracket
-    always keeps ``inner`` at its lower end, so it ends on the boundary of that basin.
+    than ``tol`` and keeps the half whose ends have different outcomes. The lower
+    end always reaches ``inner``, so the bracket ends on the boundary of that basin.
 
     Parameters
     ----------
@@ -408,7 +409,7 @@ def open_section(
     Parameters
     ----------
     path : str or path
-        The atlas; it must have a catalog.
+        The atlas; every chunk must be computed, so that the catalog is final.
     section, name : str
         Group path inside the atlas, such as ``boundary`` and ``all``.
     settings : dict
@@ -431,10 +432,17 @@ def open_section(
     Raises
     ------
     AtlasError
-        If the group exists with other settings and ``overwrite`` is false.
+        If the atlas has pending chunks, or the group exists with other settings
+        and ``overwrite`` is false.
     """
     atlas.read_catalog(path)
     root = atlas.open_store(path, mode="r+")
+    if not root.attrs.get("finalized", False):
+        # Catalog ids change when more chunks are merged, so stored ids would go stale.
+        raise AtlasError(
+            f"atlas {str(path)!r} has pending chunks; complete it with "
+            f"'basins resume {path}' first"
+        )
     parent = root.require_group(section)
     settings = _plain(settings)
     if name in parent and overwrite:
@@ -494,37 +502,33 @@ def block_bounds(block: int, size: int, total: int) -> tuple[int, int]:
     return start, min(start + size, total)
 
 
-def check_index(key: str, value: Any, stop: int, what: str) -> int:
-    """Check that ``value`` is an integer in ``[0, stop)`` and return it."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise ConfigError(f"{key} = {value!r} is invalid: expected an integer")
-    if not 0 <= value < stop:
+def check_index(key: str, value: Any, stop: int, bound_name: str) -> int:
+    """Check that ``value`` is an integer in ``[0, stop)`` and return it.
+
+    ``bound_name`` describes ``stop`` in the message, such as ``the number of tokens``.
+    """
+    value = _check_int(key, value, 0)
+    if value >= stop:
         raise ConfigError(
-            f"{key} = {value!r} is invalid: expected 0 <= {key} < {stop} ({what})"
+            f"{key} = {value!r} is invalid: expected 0 <= {key} < {stop} ({bound_name})"
         )
-    return int(value)
+    return value
 
 
 def check_count(key: str, value: Any, minimum: int = 1) -> int:
     """Check that ``value`` is an integer ``>= minimum`` and return it."""
-    if (
-        not isinstance(value, (int, np.integer))
-        or isinstance(value, bool)
-        or value < minimum
-    ):
-        raise ConfigError(
-            f"{key} = {value!r} is invalid: expected an integer >= {minimum}"
-        )
-    return int(value)
+    return _check_int(key, value, minimum)
 
 
 def check_positive(key: str, value: Any) -> float:
     """Check that ``value`` is a finite number ``> 0`` and return it as a float."""
-    if (
-        not isinstance(value, (int, float, np.integer, np.floating))
-        or isinstance(value, bool)
-        or not np.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"{key} = {value!r} is invalid: expected a finite number > 0")
-    return float(value)
+    return _check_real(key, value, minimum=0.0, strict=True)
+
+
+def grow_arrays(group: zarr.Group, size: int) -> None:
+    """Extend every array of ``group`` along axis 0 to ``size`` entries.
+
+    The new entries hold the fill values, so their status is pending.
+    """
+    for _, array in group.arrays():
+        array.resize((size, *array.shape[1:]))

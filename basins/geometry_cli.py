@@ -43,7 +43,7 @@ def add_parsers(
 ) -> None:
     """Add the three geometry subcommands to ``commands``.
 
-    ``add_execution_options(parser, resume_hint=...)`` adds the options that say
+    ``add_execution_options(parser, resume_hint=...)`` adds the options that set
     where the tasks run, as for ``basins run``.
     """
     boundary = commands.add_parser(
@@ -307,8 +307,8 @@ def _command_entropy(args: argparse.Namespace) -> int:
     print(
         f"boundary basin entropy S_bb = {entropy.boundary_entropy:.4f} over "
         f"{entropy.boundary_boxes} boxes with more than one outcome "
-        f"(above log 2 = 0.6931 only for a fractal boundary: "
-        f"{'yes' if entropy.fractal_sign else 'no'})"
+        f"(log 2 criterion for a fractal boundary, S_bb > 0.6931: "
+        f"{'met' if entropy.fractal_sign else 'not met'})"
     )
     print(
         f"uncertainty exponent alpha = {fit.exponent:.3f}, 95% bootstrap interval "

@@ -2,8 +2,8 @@
 
 Every function draws on a `matplotlib.figure.Figure` with the Agg canvas and saves it
 to a file, so no display and no pyplot state are involved. Each attractor keeps one
-colour in all figures (ids 0 to 9 get the ``tab10`` colours, the next ten their
-lighter ``tab20`` variants); outcomes without a catalog attractor are grey.
+colour in all figures: ids 0 to 9 get the ``tab10`` colours and the next ten their
+lighter ``tab20`` variants. Outcomes without a catalog attractor are grey.
 """
 
 from __future__ import annotations
@@ -82,18 +82,21 @@ def plot_boundary(
     """
     rows = boundary_table(points)
     spatial = points.state.shape[-2:] == (1, 3)
-    figure = Figure(figsize=(13 if spatial else 7, 4.8), layout="constrained")
+    height = max(4.8 if spatial else 3.0, 1.2 + 0.35 * len(rows))
+    figure = Figure(figsize=(15 if spatial else 9, height), layout="constrained")
     axes = figure.subplots(1, 2 if spatial else 1, squeeze=False)[0]
 
     bars = axes[0]
-    names = [f"{row.first} | {row.second}" for row in rows]
+    names = [
+        f"{outcome_name(row.first, labels)}  |  {outcome_name(row.second, labels)}"
+        for row in rows
+    ]
     positions = np.arange(len(rows))
     bars.barh(positions, [row.count for row in rows], color="#4878a8")
-    bars.set_yticks(positions, names)
+    bars.set_yticks(positions, names, fontsize=8)
     bars.invert_yaxis()
     bars.set_xlabel("boundary points")
-    bars.set_ylabel("attractors on the two sides")
-    bars.set_title("points per pair of basins")
+    bars.set_title("points per pair of basins (attractors on the two sides)")
 
     if spatial:
         scatter = axes[1]
@@ -108,12 +111,9 @@ def plot_boundary(
             scatter.scatter(
                 longitude,
                 latitude,
-                s=6,
-                alpha=0.7,
+                s=8,
                 label=f"{first} | {second}",
-                color=outcome_colour(first if second < 0 else second),
-                edgecolors=outcome_colour(first),
-                linewidths=0.6,
+                color=outcome_colour(second if second >= 0 else first),
             )
         scatter.set_xlim(-180, 180)
         scatter.set_ylim(-90, 90)
@@ -124,9 +124,7 @@ def plot_boundary(
         scatter.set_title("boundary points")
         scatter.legend(fontsize=7, markerscale=2, loc="lower left", ncols=2)
 
-    key = ", ".join(f"{i}: {label}" for i, label in enumerate(labels))
     figure.suptitle(title or "Boundary points")
-    figure.text(0.0, -0.02, key, fontsize=7, wrap=True)
     return _save(figure, output)
 
 
@@ -219,10 +217,10 @@ def plot_slice(
     fit = slice_.uncertainty
     if fit is not None:
         fraction = fit.fraction
-        shown = fit.uncertain > 0
+        nonzero = fit.uncertain > 0
         fit_axes.loglog(
-            fit.epsilon[shown],
-            fraction[shown],
+            fit.epsilon[nonzero],
+            fraction[nonzero],
             "o",
             color="#4878a8",
             label="uncertain fraction",
@@ -255,8 +253,8 @@ def plot_escapes(
 ) -> Path:
     """Draw the escape size of every direction, per attractor and target basin.
 
-    Each row is an attractor; each dot a direction, placed at its escape size and
-    coloured by the basin it reaches; a black bar marks the smallest size.
+    Each row is an attractor and each dot a direction, placed at its escape size
+    and coloured by the basin it reaches. A black bar marks the smallest size.
 
     Parameters
     ----------

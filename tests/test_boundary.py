@@ -183,6 +183,15 @@ def test_invalid_settings_are_rejected():
         BoundarySettings(between=(1, 1))
 
 
+def test_unfinished_atlas_is_rejected(tmp_path):
+    from basins import run
+
+    path = tmp_path / "partial.zarr"
+    run(one_token_config(3), path, execution=SYNCHRONOUS, max_chunks=1)
+    with pytest.raises(AtlasError, match="has pending chunks; complete it with"):
+        sample_boundary(path, BoundarySettings(n_points=2), execution=SYNCHRONOUS)
+
+
 def test_atlas_without_pairs_is_rejected(tmp_path):
     config = one_token_config(3, n_initial=1)
     path = build_atlas(tmp_path / "single.zarr", config)

@@ -27,8 +27,18 @@ from basins.entropy import (
     uncertainty_exponent,
 )
 
-# A small slice of the one-token system: 16 x 32 grid points, 600 base points.
-SMALL = SliceSettings(token=0, grid=16, samples=600, chunk_size=512)
+# A small slice of the one-token system: 16 x 32 grid points, 1000 base points at six
+# sizes from 0.03 to 0.3. With seeds 0 to 5 every interval of the exponent contained 1;
+# seed 3 leaves the widest margin (0.92 to 1.35) against rounding differences between
+# machines.
+SMALL = SliceSettings(
+    token=0,
+    grid=16,
+    samples=1000,
+    epsilons=tuple(np.geomspace(0.03, 0.3, 6)),
+    seed=3,
+    chunk_size=1024,
+)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +126,8 @@ def test_exponent_leaves_out_rare_counts():
 def test_exponent_needs_two_sizes():
     fit = uncertainty_exponent(np.array([0.1, 0.2]), np.zeros((50, 2), dtype=bool))
     assert math.isnan(fit.exponent)
-    assert math.isnan(fit.low) and math.isnan(fit.high)
+    assert math.isnan(fit.low)
+    assert math.isnan(fit.high)
 
 
 def test_slice_states_move_one_token():
@@ -130,7 +141,7 @@ def test_slice_states_move_one_token():
     np.testing.assert_allclose(np.linalg.norm(positions, axis=-1), 1.0)
 
 
-def test_slice_of_one_token_is_split_by_great_circle(computed):
+def test_one_token_slice_follows_great_circle(computed):
     result, path, config = computed
     plus, minus = consensus_ids(path, config)
     assert result.pending == 0
@@ -146,8 +157,8 @@ def test_slice_of_one_token_is_split_by_great_circle(computed):
 def test_smooth_boundary_has_exponent_one(computed):
     result, _, _ = computed
     fit = result.uncertainty
-    assert fit.samples == 600
-    assert fit.fitted.sum() >= 5
+    assert fit.samples == 1000
+    assert fit.fitted.all()
     assert fit.low <= 1.0 <= fit.high, (fit.exponent, fit.low, fit.high)
     assert fit.high - fit.low < 0.8
 

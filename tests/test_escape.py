@@ -120,7 +120,7 @@ def test_escape_rejects_bad_requests(atlas_copy):
     path, _ = atlas_copy
     with pytest.raises(ConfigError, match="attractor = 5 is invalid"):
         find_escapes(path, [5], SMALL, execution=SYNCHRONOUS)
-    with pytest.raises(ConfigError, match="max_size = 0 is invalid"):
+    with pytest.raises(ConfigError, match="max_size = 0.0 is invalid"):
         EscapeSettings(max_size=0)
     with pytest.raises(AtlasError, match="no escape search for attractor 1"):
         read_escapes(path, 1)

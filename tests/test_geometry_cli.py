@@ -24,7 +24,8 @@ def atlas_copy(template, tmp_path):
 
 def assert_figure(path):
     image = imread(path)
-    assert image.shape[0] > 200 and image.shape[1] > 400
+    assert image.shape[0] > 200
+    assert image.shape[1] > 400
     assert np.ptp(image[..., :3]) > 0.5, "the figure is blank"
 
 
@@ -38,7 +39,8 @@ def test_boundary_command_prints_pairs_and_draws(atlas_copy, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert status == 0
     assert "6 boundary points (all)" in printed
-    assert "consensus 1@+v1" in printed and "consensus 1@-v1" in printed
+    assert "consensus 1@+v1" in printed
+    assert "consensus 1@-v1" in printed
     assert f"{min(plus, minus)}: consensus" in printed
     assert_figure(figure)
 
