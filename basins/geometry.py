@@ -364,7 +364,8 @@ def refine_crossings(
 
     width = upper - lower
     pending = np.flatnonzero(outer < 0)
-    offset = width[pending].copy()
+    # At least tol, so that the search also moves past a bracket of length zero.
+    offset = np.maximum(width[pending], tol)
     while len(pending):
         arc = upper[pending] + offset
         beyond = arc >= known_upper[pending]
