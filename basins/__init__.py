@@ -4,13 +4,16 @@ The main entry points are `Config` and `System` (what to map), `run` and `resume
 (map it into a Zarr atlas), `Sweep` and `run_sweep` (map it over the values of one
 parameter), `open_atlas` (the result as a lazy `xarray.Dataset`), `open_catalog` and
 `basin_fractions` (tables of attractors and fractions with Wilson intervals).
-`basins.report.basin_fractions` returns the rows that the command line prints.
+`basins.report.basin_fractions` returns the rows that the command line prints. The
+shape of the basins of a finished atlas is measured by `sample_boundary`,
+`compute_slice` and `find_escapes`.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from basins.boundary import BoundarySettings, sample_boundary
 from basins.config import (
     Classification,
     Config,
@@ -19,7 +22,9 @@ from basins.config import (
     System,
     load_config,
 )
+from basins.entropy import SliceSettings, compute_slice
 from basins.errors import AtlasError, BasinsError, BasinsWarning, ConfigError
+from basins.escape import EscapeSettings, find_escapes
 from basins.integrate import integrate, vector_field
 from basins.mapping import Execution, resume, run
 from basins.report import wilson_interval
@@ -43,17 +48,22 @@ __all__ = [
     "AtlasError",
     "BasinsError",
     "BasinsWarning",
+    "BoundarySettings",
     "Classification",
     "Config",
     "ConfigError",
+    "EscapeSettings",
     "Execution",
     "Integration",
     "Sampling",
+    "SliceSettings",
     "Sweep",
     "System",
     "__version__",
     "basin_fractions",
     "basin_slice",
+    "compute_slice",
+    "find_escapes",
     "initial_conditions",
     "integrate",
     "load_config",
@@ -63,6 +73,7 @@ __all__ = [
     "resume_sweep",
     "run",
     "run_sweep",
+    "sample_boundary",
     "vector_field",
     "wilson_interval",
 ]

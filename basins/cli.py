@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from basins import __version__
+from basins import __version__, geometry_cli
 from basins.errors import BasinsError, ConfigError
 
 logger = logging.getLogger("basins")
@@ -22,7 +22,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+def _add_execution_options(
+    parser: argparse.ArgumentParser, *, resume_hint: str = "'basins resume' continues"
+) -> None:
     group = parser.add_argument_group("execution")
     group.add_argument(
         "--cluster",
@@ -54,7 +56,7 @@ def _add_execution_options(parser: argparse.ArgumentParser) -> None:
         "--max-chunks",
         type=int,
         metavar="N",
-        help="compute at most N pending chunks, then stop; 'basins resume' continues",
+        help=f"compute at most N pending chunks, then stop; {resume_hint}",
     )
     group.add_argument(
         "--no-progress", action="store_true", help="do not show the progress bar"
@@ -178,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     examples = commands.add_parser("examples", help="list the built-in example systems")
     examples.add_argument("--show", metavar="NAME", help="print the TOML of one example")
+
+    geometry_cli.add_parsers(commands, _add_execution_options)
     return parser
 
 
@@ -462,6 +466,7 @@ COMMANDS = {
     "equilibria": _command_equilibria,
     "reproduce": _command_reproduce,
     "examples": _command_examples,
+    **geometry_cli.COMMANDS,
 }
 
 

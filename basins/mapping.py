@@ -1,7 +1,7 @@
 """Basin mapping: one task per chunk of initial conditions, spread over Dask workers.
 
 Each task generates its initial conditions from ``(seed, index)``, integrates them,
-classifies the final states and writes its chunk of the atlas. The driver only
+classifies the final states and writes its chunk of the atlas; the driver only
 schedules tasks, tracks progress and merges the catalog at the end. A chunk that was
 written survives any later interruption, and `resume` computes only the chunks still
 pending.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ def compute_chunk(
 
 @dataclass(frozen=True)
 class Execution:
-    """Execution settings: the scheduler, the workers and the threads per worker.
+    """Where the tasks run.
 
     Parameters
     ----------
@@ -167,7 +167,7 @@ class Execution:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """Summary of a call to `run` or `resume`."""
+    """What a call to `run` or `resume` did."""
 
     path: Path
     chunks_computed: int
@@ -182,13 +182,23 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="chunk", disable=not enabled, desc="basins", leave=True)
 
 
+# A task function: (configuration as plain data, atlas path, chunk index, Numba
+# threads or None) -> a dict with at least the RK4 steps it took under "steps".
+Task = Callable[[dict[str, Any], str, int, int | None], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class WorkItem:
-    """One task: compute chunk ``chunk`` of the atlas at ``path`` for ``config``."""
+    """One task: run ``task`` on chunk ``chunk`` of the atlas at ``path``.
+
+    ``name`` names the task's Dask key; the default task computes one chunk of a map.
+    """
 
     path: Path
     config: Config
     chunk: int
+    task: Task = compute_chunk
+    name: str = "chunk"
 
 
 def _run_synchronous(items: list[WorkItem], execution: Execution) -> int:
@@ -196,9 +206,8 @@ def _run_synchronous(items: list[WorkItem], execution: Execution) -> int:
     steps = 0
     with _progress_bar(len(items), execution.progress) as bar:
         for item in items:
-            steps += compute_chunk(
-                item.config.to_dict(), str(item.path), item.chunk, threads
-            )["steps"]
+            result = item.task(item.config.to_dict(), str(item.path), item.chunk, threads)
+            steps += result["steps"]
             bar.update(1)
     return steps
 
@@ -210,7 +219,9 @@ def _log_dashboard(client) -> None:
         logger.info("Dask dashboard at %s", client.dashboard_link)
 
 
-def _run_distributed(items: list[WorkItem], execution: Execution) -> int:
+def _run_distributed(
+    items: list[WorkItem], execution: Execution, retry_hint: str
+) -> int:
     from distributed import Client, LocalCluster, as_completed
 
     if execution.scheduler is not None:
@@ -243,12 +254,12 @@ def _run_distributed(items: list[WorkItem], execution: Execution) -> int:
         token = time.time_ns()
         futures = [
             client.submit(
-                compute_chunk,
+                item.task,
                 config_data[item.path],
                 str(item.path.resolve()),
                 item.chunk,
                 threads,
-                key=f"basins-chunk-{item.chunk}-{item.path.resolve()}-{token}",
+                key=f"basins-{item.name}-{item.chunk}-{item.path.resolve()}-{token}",
                 pure=False,
                 retries=1,
             )
@@ -270,23 +281,68 @@ def _run_distributed(items: list[WorkItem], execution: Execution) -> int:
         _, first_error = failures[0]
         raise RuntimeError(
             f"{len(failures)} of {len(items)} chunks failed; the others are stored, "
-            f"and 'basins resume' retries the failed ones. First error: "
+            f"and '{retry_hint}' retries the failed ones. First error: "
             f"{first_error!r}"
         ) from first_error
     return steps
 
 
-def execute(items: list[WorkItem], execution: Execution) -> int:
-    """Compute and write every work item as ``execution`` specifies; return RK4 steps.
+def execute(
+    items: list[WorkItem], execution: Execution, *, retry_hint: str | None = None
+) -> int:
+    """Run every work item as ``execution`` specifies; return the RK4 steps taken.
 
     The items may belong to several atlases (the members of a sweep). They are
-    submitted together, so one cluster serves them all.
+    submitted together, so one cluster serves them all. ``retry_hint`` is the
+    command that retries failed chunks, quoted in the error message.
+
+    Raises
+    ------
+    RuntimeError
+        If a task failed; the other tasks' chunks are stored.
     """
     if not items:
         return 0
     if execution.scheduler is None and execution.cluster == "synchronous":
         return _run_synchronous(items, execution)
-    return _run_distributed(items, execution)
+    paths = sorted({str(item.path) for item in items})
+    retry_hint = retry_hint or f"basins resume {paths[0] if len(paths) == 1 else 'PATH'}"
+    return _run_distributed(items, execution, retry_hint)
+
+
+def run_tasks(
+    config: Config,
+    path: Path,
+    chunks: list[int],
+    execution: Execution,
+    task: Task = compute_chunk,
+    *,
+    name: str = "chunk",
+    retry_hint: str | None = None,
+) -> int:
+    """Run ``task`` once per chunk of one atlas and return the total RK4 steps.
+
+    Parameters
+    ----------
+    config : Config
+        The atlas's configuration, sent to every task as plain data.
+    path : path
+        The atlas; each task writes its own chunks into it.
+    chunks : list of int
+        Chunk indices, each passed to one call of ``task``.
+    execution : Execution
+        Where the tasks run.
+    task : callable, optional
+        Called as ``task(config_data, path, chunk, numba_threads)``; returns a dict
+        with the RK4 steps it took under ``"steps"``. Default: one chunk of a map.
+    name : str, optional
+        Names the tasks' Dask keys.
+    retry_hint : str, optional
+        The command that retries failed chunks, for the error message; default
+        ``basins resume PATH``.
+    """
+    items = [WorkItem(Path(path), config, chunk, task, name) for chunk in chunks]
+    return execute(items, execution, retry_hint=retry_hint)
 
 
 def _compute(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from basins import Config, Execution, Sampling, basin_fractions, run
+from basins import Config, Execution, Sampling, run
+from basins.report import basin_fractions
 from basins.atlas import ChunkResult, create_atlas, finalize, read_catalog, write_chunk
 from basins.classify import Matcher, classify_states, eigenspaces
 from basins.cli import main
