@@ -185,7 +185,7 @@ def create_atlas(
     try:
         if path.exists():
             logger.info("clearing %s for a new atlas", path)
-            storage.clear_directory(path, keep=lock.is_lock_file)
+            storage.clear_directory(path, keep=lambda name: name == lock.LOCK_NAME)
         group = zarr.create_group(str(path), zarr_format=3)
     except OSError as exc:
         raise AtlasError(f"cannot create atlas {str(path)!r}: {exc}") from None

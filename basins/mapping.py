@@ -366,7 +366,6 @@ def run(
     """
     execution = execution or Execution()
     config.check_step_size(stacklevel=2)
-    chunks = _select(range(config.sampling.n_chunks), max_chunks)
     _check_layout(execution)
     path = Path(path)
     atlas.check_target(path, overwrite=overwrite)
@@ -377,6 +376,7 @@ def run(
         what=f"the atlas of {config.sampling.n_initial} initial conditions",
         freed=freed,
     )
+    chunks = _select(range(config.sampling.n_chunks), max_chunks)
     with lock.acquire(path, "run", create=True) as writer:
         atlas.create_atlas(path, config, overwrite=overwrite, token=writer.token)
         return _compute(config, path, chunks, execution, writer.token)

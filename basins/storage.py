@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from basins import lock
 from basins.config import Config
 from basins.errors import AtlasError
 
@@ -152,11 +153,21 @@ def check_links(root: str | Path) -> None:
         )
 
 
+def _is_leftover(name: str) -> bool:
+    return bool(LEFTOVER_PATTERN.search(name)) or (
+        lock.is_lock_file(name) and name != lock.LOCK_NAME
+    )
+
+
 def leftover_files(root: str | Path) -> list[Path]:
-    """Return the temporary files that writers killed mid-write left in the atlas."""
+    """Return the temporary files that writers killed mid-write left in the atlas.
+
+    These are zarr's temporary chunk files and temporary lock files of processes
+    killed while taking the lock.
+    """
     found = []
     for directory, _, files in os.walk(root):
-        found.extend(Path(directory) / name for name in files if LEFTOVER_PATTERN.search(name))
+        found.extend(Path(directory) / name for name in files if _is_leftover(name))
     return found
 
 

@@ -28,26 +28,34 @@ def multistable_toml(n_initial: int, chunk_size: int, seed: int = 9) -> str:
     )
 
 
-def atlas_fingerprint(path: str | Path) -> dict[str, bytes]:
+def atlas_fingerprint(path: str | Path, *, same_chunking: bool = True) -> dict[str, bytes]:
     """Return the bytes of every per-IC array, every catalog array and the attributes.
 
     The root attributes that name the creation time and software versions are left
-    out; everything else must agree byte for byte between two runs.
+    out; everything else must agree byte for byte between two runs of one
+    configuration. Without ``same_chunking`` the root attributes (which hold the
+    chunk size) and ``local_label`` (numbered within each chunk) are left out too, to
+    compare runs that differ only in how they were chunked.
     """
     group = zarr.open_group(str(path), mode="r")
-    parts = {name: group[name][:].tobytes() for name in PER_IC_ARRAYS}
+    names = [n for n in PER_IC_ARRAYS if same_chunking or n != "local_label"]
+    parts = {name: group[name][:].tobytes() for name in names}
     catalog = group["catalog"]
     for name in sorted(catalog.array_keys()):
         parts[f"catalog/{name}"] = catalog[name][:].tobytes()
     parts["catalog attributes"] = json.dumps(dict(catalog.attrs), sort_keys=True).encode()
-    root = {k: v for k, v in group.attrs.items() if k not in RUN_SPECIFIC_ATTRIBUTES}
-    parts["root attributes"] = json.dumps(root, sort_keys=True).encode()
+    if same_chunking:
+        root = {k: v for k, v in group.attrs.items() if k not in RUN_SPECIFIC_ATTRIBUTES}
+        parts["root attributes"] = json.dumps(root, sort_keys=True).encode()
     return parts
 
 
-def assert_same_atlas(first: str | Path, second: str | Path) -> None:
+def assert_same_atlas(
+    first: str | Path, second: str | Path, *, same_chunking: bool = True
+) -> None:
     """Assert that two atlases agree in every per-IC array, the catalog and attributes."""
-    left, right = atlas_fingerprint(first), atlas_fingerprint(second)
+    left = atlas_fingerprint(first, same_chunking=same_chunking)
+    right = atlas_fingerprint(second, same_chunking=same_chunking)
     assert sorted(left) == sorted(right), "the atlases have different arrays"
     for name in left:
         assert left[name] == right[name], f"{name} differs"
