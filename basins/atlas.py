@@ -99,11 +99,11 @@ def _is_atlas(path: Path) -> bool:
 
 
 def _unfinished(path: Path) -> bool:
-    """Return whether ``path`` holds an atlas whose creation never completed.
+    """Return whether ``path`` contains an atlas whose creation never completed.
 
     `create_atlas` writes the root attributes last, under the writer lock; a
     directory with a lock file and no such attributes is the remains of a run that
-    stopped while creating it, and holds no results.
+    stopped while creating it, and contains no results.
     """
     return lock.lock_path(path).exists() and not _is_atlas(path)
 
@@ -120,7 +120,8 @@ def check_target(
     Raises
     ------
     AtlasError
-        If ``path`` is an atlas and ``overwrite`` is false, or holds anything else.
+        If ``path`` is an atlas and ``overwrite`` is false, or contains anything
+        else.
     AtlasInUseError
         If a process that may still be running holds the atlas's writer lock.
     """
@@ -159,8 +160,8 @@ def create_atlas(
     config : Config
         The configuration; stored whole in the attributes.
     overwrite : bool, optional
-        Replace an existing atlas at ``path``. A path that holds anything other than
-        an atlas (or the remains of an unfinished creation) is never removed.
+        Replace an existing atlas at ``path``. A path that contains anything other
+        than an atlas (or the remains of an unfinished creation) is never removed.
     token : str, optional
         Token of the caller's writer lock on ``path`` (`basins.lock.acquire`).
 
@@ -366,8 +367,9 @@ def chunk_bounds(config: Config, chunk: int) -> tuple[int, int]:
 # whole, which repairs a damaged chunk of them without recomputing anything.
 TASK_ARRAYS = ("status", "steps", "final_state", "local_label")
 
-# What zarr 3.1 raises on damaged chunk bytes: zstd a RuntimeError, a checksum
-# mismatch or a chunk of the wrong size a ValueError, an unreadable file an OSError.
+# Exceptions that zarr 3.1 raises on damaged chunk bytes: zstd raises RuntimeError,
+# a checksum mismatch or a chunk of the wrong size ValueError, an unreadable file
+# OSError.
 DECODE_ERRORS = (ValueError, RuntimeError, OSError)
 
 VALID_STATUSES = (STATUS_CONVERGED, STATUS_MAX_STEPS, STATUS_NONFINITE)
@@ -418,10 +420,11 @@ def chunk_problem(group: zarr.Group, config: Config, chunk: int) -> str | None:
     """Return why ``chunk`` is not complete and consistent, or None if it is.
 
     A chunk is complete when every array that its task writes decodes (the checksum
-    matches) and the values agree: no pending status, valid status codes, a local
-    label exactly where the status is converged, steps within ``max_steps``, and a
-    finite final state unless the status is nonfinite. `NOT_COMPUTED` is returned
-    for a chunk that no task has written yet.
+    matches) and the values agree. The values agree when no status is pending, every
+    status code is valid, a local label is set exactly where the status is
+    converged, steps lie within ``max_steps``, and the final state is finite unless
+    the status is nonfinite. `NOT_COMPUTED` is returned for a chunk that no task has
+    written yet.
     """
     start, stop = chunk_bounds(config, chunk)
     values, problem = _read_task_arrays(group, start, stop)

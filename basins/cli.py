@@ -1,11 +1,15 @@
 """The ``basins`` command line.
 
-Exit statuses: 0 success; 1 a failure that is not the user's input (chunks that
-failed, a file system error such as a full disk); 2 a user error (an invalid
-configuration, a missing or existing atlas, an atlas in use, a bad option), printed
-as one line; 3 ``basins verify`` found the atlas invalid or incomplete; 130 and 143
-a run interrupted by SIGINT (Ctrl-C) or SIGTERM, which keeps every chunk it finished
-and releases the atlas's lock.
+Exit statuses:
+
+- 0: success.
+- 1: a failure that is not the user's input (chunks that failed, a file system error
+  such as a full disk).
+- 2: a user error (an invalid configuration, a missing or existing atlas, an atlas in
+  use, a bad option), printed as one line.
+- 3: ``basins verify`` found the atlas invalid or incomplete.
+- 130 and 143: a run interrupted by SIGINT (Ctrl-C) or SIGTERM. It keeps every chunk
+  it finished and releases the atlas's lock.
 """
 
 from __future__ import annotations

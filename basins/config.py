@@ -74,14 +74,14 @@ MAX_INITIAL_CONDITIONS = 2**62
 # this size, and resolving them takes several dense SVDs.
 MAX_DIM = 8192
 
-# Largest number of tokens; a state holds n_tokens x dim float64 values.
+# Largest number of tokens. A state contains n_tokens x dim float64 values.
 MAX_TOKENS = 65536
 
-# A task holds its chunk's states several times over (initial and final states,
-# classification features), so the final states of one chunk are kept below this.
+# A task keeps its chunk's states in memory several times over (initial and final
+# states, classification features), so the final states of one chunk stay below this.
 MAX_CHUNK_BYTES = 2**31
 
-# Longest repr of a value quoted in an error message.
+# Maximum length of the repr of a value quoted in an error message.
 MAX_SHOWN_CHARACTERS = 60
 
 MATRIX_CONSTRUCTORS = ("identity", "diagonal", "random_symmetric")

@@ -28,7 +28,7 @@ class AtlasInUseError(AtlasError):
     """Another process holds the writer lock of the atlas.
 
     The message names the holder (host, process id, command and start time) and
-    says how to clear the lock if that process is gone.
+    explains how to clear the lock if that process is gone.
     """
 
 

@@ -159,13 +159,18 @@ def _guard(path: Path) -> Iterator[None]:
     """Serialise lock changes by processes of this host with ``flock`` on the atlas.
 
     Without it two processes that both find a stale lock could each remove it, the
-    second removing the fresh lock of the first.
+    second removing the fresh lock of the first. Some network file systems refuse
+    ``flock`` on a directory; the lock changes then go unguarded, which leaves that
+    race open only for two processes that find the same stale lock at once.
     """
     import fcntl
 
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError as exc:
+            logger.debug("no flock on %s (%s); changing the lock unguarded", path, exc)
         yield
     finally:
         os.close(descriptor)
@@ -192,9 +197,15 @@ def in_use_message(path: Path, holder: LockHolder) -> str:
     message = f"atlas {str(path)!r} is in use by {holder.describe()}"
     if holder.on_this_host():
         return f"{message}; wait for it to finish or stop it"
+    if holder.host == socket.gethostname():
+        where = (
+            "the lock was taken before this host last booted, or on another machine "
+            "of the same name, so basins cannot check that process"
+        )
+    else:
+        where = "basins cannot check whether a process on another host is still running"
     return (
-        f"{message}; basins cannot check whether a process on another host is still "
-        f"running. If it has stopped, remove the lock with "
+        f"{message}; {where}. If it has stopped, remove the lock with "
         f"'basins unlock {path} --force'"
     )
 

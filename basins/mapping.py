@@ -349,8 +349,8 @@ def run(
     Raises
     ------
     AtlasError
-        If ``path`` exists and ``overwrite`` is false, holds something other than an
-        atlas, or lies on a file system without room for the atlas.
+        If ``path`` exists and ``overwrite`` is false, contains something other than
+        an atlas, or lies on a file system without room for the atlas.
     AtlasInUseError
         If another process holds the atlas's writer lock.
     ConfigError
@@ -394,7 +394,7 @@ def resume(
     uninterrupted run.
 
     Before computing, resume checks that no symbolic link in the atlas points out of
-    it, removes the temporary files of writes that a crash interrupted, and returns
+    it and removes the temporary files of writes that a crash interrupted. It returns
     damaged chunks (ones that fail to decode or are inconsistent) to the pending
     state, so that they are recomputed.
 

@@ -1,7 +1,7 @@
 """File-system checks around an atlas: free space, links that leave it, leftovers.
 
 Every path that basins writes is built from the atlas path the user named, fixed
-array names and chunk indices; nothing read from a configuration or an atlas becomes
+array names and chunk indices. Nothing read from a configuration or an atlas becomes
 part of a path. What remains to check is the file system itself: a symbolic link
 inside an atlas that points elsewhere would carry writes out of it, and a disk that
 cannot hold the atlas would fail hours into a run.

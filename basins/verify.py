@@ -188,12 +188,12 @@ def verify_atlas(path: str | Path) -> Verification:
     """Check every chunk of an atlas and its consistency with the catalog.
 
     Checks that the stored configuration is valid and matches the arrays' shapes,
-    chunks, dtypes and codecs; that every chunk of every array decodes; that every
-    chunk is computed, with valid status codes, labels and step counts
-    (`basins.atlas.chunk_problem`); that the attractor ids and class codes are
-    valid and agree with the catalog (counts, first initial conditions, classes,
-    order); that the totals attribute matches the statuses; and that no symbolic
-    link points out of the atlas.
+    chunks, dtypes and codecs. Checks that every chunk of every array decodes and
+    that every chunk is computed, with valid status codes, labels and step counts
+    (`basins.atlas.chunk_problem`). Checks that the attractor ids and class codes
+    are valid and agree with the catalog (counts, first initial conditions,
+    classes, order), that the totals attribute matches the statuses, and that no
+    symbolic link points out of the atlas.
 
     Parameters
     ----------

@@ -32,7 +32,7 @@ def atlas_fingerprint(path: str | Path, *, same_chunking: bool = True) -> dict[s
     """Return the bytes of every per-IC array, every catalog array and the attributes.
 
     The root attributes that name the creation time and software versions are left
-    out; everything else must agree byte for byte between two runs of one
+    out, and everything else must agree byte for byte between two runs of one
     configuration. Without ``same_chunking`` the root attributes (which hold the
     chunk size) and ``local_label`` (numbered within each chunk) are left out too, to
     compare runs that differ only in how they were chunked.

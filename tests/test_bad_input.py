@@ -1,9 +1,9 @@
 """Hostile and random configurations: one clear error, exit status 2, nothing written.
 
-Every generated configuration is invalid by construction (or valid but far too large
-for the disk), so each must stop ``basins run`` with exactly one line on standard
-error and status 2, before anything is written, even with ``--overwrite`` pointing
-at an existing atlas.
+Every generated configuration is invalid by construction, or valid but far too large
+for the disk. Each must stop ``basins run`` with exactly one line on standard error
+and status 2 before anything is written, even with ``--overwrite`` pointing at an
+existing atlas.
 """
 
 from __future__ import annotations

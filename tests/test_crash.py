@@ -132,9 +132,9 @@ def kill_tree(process: subprocess.Popen) -> list[psutil.Process]:
 def test_driver_killed_at_random_moments(workload, tmp_path):
     """SIGKILL the driver at random moments, resume after each kill, compare.
 
-    After every kill: worker processes of a local cluster must exit (they cannot
-    write once their driver is dead); sometimes the newest chunk file is truncated
-    as well, and resume must find it damaged. At the end of each campaign the
+    After every kill, the worker processes of a local cluster must exit, because
+    they must not write once their driver is dead. Sometimes the newest chunk file
+    is truncated as well, and resume must find it damaged. At the end of each campaign the
     atlas must equal the reference, and every chunk that was complete at a kill
     must still hold the same bytes (finished work is never lost or redone).
     """
@@ -260,5 +260,6 @@ def test_truncated_last_chunk_is_recomputed(workload, tmp_path, caplog):
     from basins import resume
 
     resume(path, execution=synchronous)
-    assert "chunk 4 of" in caplog.text and "is damaged" in caplog.text
+    assert "chunk 4 of" in caplog.text
+    assert "is damaged" in caplog.text
     assert_same_atlas(path, reference)

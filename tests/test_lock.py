@@ -57,6 +57,24 @@ def wait_for(condition, what: str) -> None:
         time.sleep(0.05)
 
 
+def start_long_run(tmp_path, stderr):
+    """Start a 'basins run' of 400 chunks in a real process; return once it is locked."""
+    config = tmp_path / "system.toml"
+    config.write_text(multistable_toml(n_initial=40000, chunk_size=100))
+    path = tmp_path / "atlas.zarr"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "basins.cli", "-q", "run", str(config), "--out",
+         str(path), "--cluster", "synchronous", "--threads", "1", "--no-progress"],
+        stderr=stderr, text=True,
+    )
+    try:
+        wait_for(lambda: (path / "zarr.json").exists() and read_lock(path), "the lock")
+    except AssertionError:
+        process.kill()
+        raise
+    return config, path, process
+
+
 def test_lock_is_exclusive(tmp_path):
     first = acquire(tmp_path, "run")
     with pytest.raises(AtlasInUseError) as refused:
@@ -189,16 +207,8 @@ def test_unfinished_creation_is_replaced(tmp_path, small_config):
 @pytest.mark.slow
 def test_live_holder_refuses_then_stale_lock_resumes(tmp_path, capsys):
     """A real second process is refused; once it is killed, resume takes over."""
-    config = tmp_path / "system.toml"
-    config.write_text(multistable_toml(n_initial=40000, chunk_size=100))
-    path = tmp_path / "atlas.zarr"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "basins.cli", "-q", "run", str(config), "--out",
-         str(path), "--cluster", "synchronous", "--threads", "1", "--no-progress"],
-        stderr=subprocess.DEVNULL,
-    )
+    config, path, process = start_long_run(tmp_path, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: (path / "zarr.json").exists() and read_lock(path), "the lock")
         assert main(["-q", "resume", str(path), "--cluster", "synchronous"]) == 2
         err = capsys.readouterr().err
         assert f"is in use by process {process.pid} on host {socket.gethostname()}" in err
@@ -217,16 +227,8 @@ def test_live_holder_refuses_then_stale_lock_resumes(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_sigterm_releases_the_lock(tmp_path):
-    config = tmp_path / "system.toml"
-    config.write_text(multistable_toml(n_initial=40000, chunk_size=100))
-    path = tmp_path / "atlas.zarr"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "basins.cli", "-q", "run", str(config), "--out",
-         str(path), "--cluster", "synchronous", "--threads", "1", "--no-progress"],
-        stderr=subprocess.PIPE, text=True,
-    )
+    _, path, process = start_long_run(tmp_path, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: (path / "zarr.json").exists() and read_lock(path), "the lock")
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=WAIT_SECONDS)
     finally:
