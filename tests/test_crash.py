@@ -32,6 +32,10 @@ DRIVER_KILLS = 20
 # which must all exit when the driver is killed.
 KILLS_PER_LOCAL_CLUSTER = 4
 
+# After this many kills in one campaign its next resume runs to the end, so that the
+# kills spread over several campaigns, each starting with the creation of an atlas.
+MAX_KILLS_PER_CAMPAIGN = 5
+
 # Worker processes killed mid-task in the worker-kill test.
 WORKER_KILLS = 3
 
@@ -134,9 +138,10 @@ def test_driver_killed_at_random_moments(workload, tmp_path):
 
     After every kill, the worker processes of a local cluster must exit, because
     they must not write once their driver is dead. Sometimes the newest chunk file
-    is truncated as well, and resume must find it damaged. At the end of each campaign the
-    atlas must equal the reference, and every chunk that was complete at a kill
-    must still hold the same bytes (finished work is never lost or redone).
+    is truncated as well, and resume must find it damaged. At the end of each
+    campaign the atlas must equal the reference, and every chunk that was complete
+    at a kill must still hold the same bytes (finished work is never lost or
+    redone).
     """
     config, reference, durations = workload
     seed = random.SystemRandom().randrange(2**32)
@@ -146,6 +151,7 @@ def test_driver_killed_at_random_moments(workload, tmp_path):
     while kills < DRIVER_KILLS:
         path = tmp_path / f"campaign-{campaigns}.zarr"
         kept: dict[Path, str] = {}
+        campaign_kills = 0
         while True:
             local = kills % KILLS_PER_LOCAL_CLUSTER == KILLS_PER_LOCAL_CLUSTER - 1
             if is_atlas(path):
@@ -156,10 +162,13 @@ def test_driver_killed_at_random_moments(workload, tmp_path):
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE, text=True)
             delay = rng.uniform(0.0, durations[local])
+            finish = kills >= DRIVER_KILLS or campaign_kills >= MAX_KILLS_PER_CAMPAIGN
             try:
-                _, err = process.communicate(timeout=delay)
+                _, err = process.communicate(timeout=WAIT_SECONDS if finish else delay)
             except subprocess.TimeoutExpired:
-                pass
+                if finish:
+                    process.kill()
+                    pytest.fail(f"seed {seed}: {command} did not end in {WAIT_SECONDS} s")
             else:
                 assert process.returncode == 0, f"seed {seed}: {err}"
                 finished_runs += 1
@@ -167,6 +176,7 @@ def test_driver_killed_at_random_moments(workload, tmp_path):
 
             descendants = kill_tree(process)
             kills += 1
+            campaign_kills += 1
             local_kills += local
             _, alive = psutil.wait_procs(descendants, timeout=WAIT_SECONDS)
             assert alive == [], f"seed {seed}: workers outlived their driver: {alive}"
@@ -196,7 +206,7 @@ def test_driver_killed_at_random_moments(workload, tmp_path):
     assert truncations == detected, f"seed {seed}: a truncated chunk went unnoticed"
     print(
         f"\ndriver kills: {kills} ({local_kills} with a local cluster), campaigns: "
-        f"{campaigns}, runs that finished before their kill: {finished_runs}, "
+        f"{campaigns}, runs that ended on their own: {finished_runs}, "
         f"truncated chunks: {truncations}, detected: {detected}, seed: {seed}; "
         f"kills by phase: {dict(phases)}"
     )
