@@ -1,25 +1,39 @@
 """The ``basins`` command line.
 
-User errors (an invalid configuration, a missing or existing atlas, a bad option) print
-one message and exit with status 2; an interrupted run exits with status 130 and keeps
-every chunk it finished.
+Exit statuses:
+
+- 0: success.
+- 1: a failure that is not the user's input (chunks that failed, a file system error
+  such as a full disk).
+- 2: a user error (an invalid configuration, a missing or existing atlas, an atlas in
+  use, a bad option), printed as one line.
+- 3: ``basins verify`` found the atlas invalid or incomplete.
+- 130 and 143: a run interrupted by SIGINT (Ctrl-C) or SIGTERM. It keeps every chunk
+  it finished and releases the atlas's lock.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from basins import __version__, geometry_cli
-from basins.errors import BasinsError, ConfigError
+from basins.errors import BasinsError, ConfigError, TaskError
 
 logger = logging.getLogger("basins")
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INVALID_ATLAS = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def _add_execution_options(
@@ -178,6 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the atlases mapped on the way in DIR (default: a temporary folder)",
     )
 
+    verify = commands.add_parser(
+        "verify",
+        help="check that an atlas is readable, complete and consistent",
+        description="Read every chunk of an atlas and check it: chunks decode and "
+        "are complete, status, class and attractor codes are valid, counts match the "
+        "catalog and the stored configuration matches the arrays. Prints what is "
+        f"wrong; exits with status {EXIT_INVALID_ATLAS} if anything is.",
+    )
+    verify.add_argument("atlas", type=Path, help="atlas directory")
+
+    unlock = commands.add_parser(
+        "unlock",
+        help="remove the writer lock left by a run that stopped",
+        description="Remove the writer lock of an atlas whose holder is no longer "
+        "running. A lock from a process of this host is checked and removed (run and "
+        "resume also remove such stale locks themselves); a lock from another host "
+        "cannot be checked and needs --force.",
+    )
+    unlock.add_argument("atlas", type=Path, help="atlas directory")
+    unlock.add_argument(
+        "--force",
+        action="store_true",
+        help="also remove a lock taken on another host, or a damaged lock file; make "
+        "sure first that its holder has stopped",
+    )
+
     examples = commands.add_parser("examples", help="list the built-in example systems")
     examples.add_argument("--show", metavar="NAME", help="print the TOML of one example")
 
@@ -294,7 +334,7 @@ def _execution(args: argparse.Namespace):
 
 
 def _print_fractions(path: Path) -> None:
-    from basins.report import basin_fractions, format_table
+    from basins.report import basin_fractions, format_table, nonfinite_note
     from basins.sweep import is_sweep
 
     if is_sweep(path):
@@ -302,7 +342,11 @@ def _print_fractions(path: Path) -> None:
 
         print(sweep_text(path), end="")
         return
-    print(format_table(basin_fractions(path)))
+    rows = basin_fractions(path)
+    print(format_table(rows))
+    note = nonfinite_note(path, rows)
+    if note:
+        print(f"basins: warning: {note}", file=sys.stderr)
 
 
 def _load_config(args: argparse.Namespace):
@@ -443,6 +487,35 @@ def _command_reproduce(args: argparse.Namespace) -> int:
     return 0 if all(claim.passed for claim in claims) else 1
 
 
+def _command_verify(args: argparse.Namespace) -> int:
+    from basins.verify import verify_atlas
+
+    verification = verify_atlas(args.atlas)
+    for note in verification.notes:
+        print(f"note: {note}")
+    if verification.valid:
+        print(
+            f"atlas {args.atlas} is valid: {verification.chunks} chunks, all complete "
+            f"and consistent with the catalog"
+        )
+        return 0
+    print(f"atlas {args.atlas} is invalid or incomplete:")
+    for problem in verification.problems:
+        print(f"  {problem}")
+    return EXIT_INVALID_ATLAS
+
+
+def _command_unlock(args: argparse.Namespace) -> int:
+    from basins.lock import unlock
+
+    holder = unlock(args.atlas, force=args.force)
+    if holder is None:
+        print(f"atlas {args.atlas} has no valid lock; nothing to remove")
+    else:
+        print(f"removed the lock of {args.atlas} held by {holder.describe()}")
+    return 0
+
+
 def _command_examples(args: argparse.Namespace) -> int:
     from basins.examples import example_text, list_examples
 
@@ -465,6 +538,8 @@ COMMANDS = {
     "plot": _command_plot,
     "equilibria": _command_equilibria,
     "reproduce": _command_reproduce,
+    "verify": _command_verify,
+    "unlock": _command_unlock,
     "examples": _command_examples,
     **geometry_cli.COMMANDS,
 }
@@ -493,23 +568,60 @@ def _configure_logging(args: argparse.Namespace) -> None:
     warnings.showwarning = show_warning
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, so that locks and clusters are released."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` while a command runs in the main thread.
+
+    Batch schedulers send SIGTERM before SIGKILL at the end of a job; unwinding
+    releases the atlas's lock and closes the cluster in that grace period.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print_error(exc: BaseException) -> None:
+    """Print an error as exactly one line, even if its message spans several."""
+    message = " ".join(str(exc).split())
+    print(f"basins: error: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``basins`` command and return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args)
+    interrupted = (
+        "finished chunks are stored, continue with 'basins resume ATLAS'"
+    )
     try:
-        return COMMANDS[args.command](args)
+        with _sigterm_unwinds():
+            return COMMANDS[args.command](args)
     except BasinsError as exc:
-        print(f"basins: error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return EXIT_USAGE
+    except (TaskError, OSError) as exc:
+        _print_error(exc)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
-        print(
-            "basins: interrupted; finished chunks are stored, continue with "
-            "'basins resume ATLAS'",
-            file=sys.stderr,
-        )
+        print(f"basins: interrupted; {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"basins: terminated by SIGTERM; {interrupted}", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":

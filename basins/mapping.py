@@ -19,10 +19,10 @@ from typing import Any
 
 import numba
 
-from basins import atlas
+from basins import atlas, lock, storage
 from basins.classify import Matcher, classify_states, eigenspaces
 from basins.config import Config
-from basins.errors import ConfigError
+from basins.errors import ConfigError, TaskError
 from basins.integrate import integrate
 from basins.sampling import initial_conditions
 
@@ -40,7 +40,11 @@ def available_cores() -> int:
 
 
 def compute_chunk(
-    config_data: dict[str, Any], path: str, chunk: int, numba_threads: int | None = None
+    config_data: dict[str, Any],
+    path: str,
+    chunk: int,
+    numba_threads: int | None = None,
+    writer_token: str | None = None,
 ) -> dict[str, int]:
     """Compute one chunk of the atlas at ``path`` and write it.
 
@@ -55,11 +59,20 @@ def compute_chunk(
         Index of the chunk.
     numba_threads : int, optional
         Numba threads for this task; by default the pool size set at import.
+    writer_token : str, optional
+        Token of the run's writer lock. When given, the chunk is written only if
+        `basins.lock.check_writer` confirms, right before writing, that this run
+        still owns the atlas.
 
     Returns
     -------
     dict
         The chunk index and its counts of initial conditions per status.
+
+    Raises
+    ------
+    LockLostError
+        If the run no longer owns the atlas; nothing is written.
     """
     started = time.perf_counter()
     if numba_threads is not None:
@@ -78,6 +91,8 @@ def compute_chunk(
     labels = classify_states(
         outcome.final_state, outcome.status, matcher, eigenspaces(system.V), start
     )
+    if writer_token is not None:
+        lock.check_writer(path, writer_token)
     atlas.write_chunk(
         path,
         config,
@@ -192,6 +207,8 @@ class WorkItem:
     """One task: run ``task`` on chunk ``chunk`` of the atlas at ``path``.
 
     ``name`` names the task's Dask key; the default task computes one chunk of a map.
+    ``writer_token``, when set, is passed to the task as its fifth argument, so that
+    it writes only while the run owns the atlas (`basins.lock`).
     """
 
     path: Path
@@ -199,6 +216,14 @@ class WorkItem:
     chunk: int
     task: Task = compute_chunk
     name: str = "chunk"
+    writer_token: str | None = None
+
+    def arguments(self, config_data: dict[str, Any], threads: int | None) -> tuple:
+        """Return the task's positional arguments."""
+        arguments = (config_data, str(self.path.resolve()), self.chunk, threads)
+        if self.writer_token is not None:
+            arguments += (self.writer_token,)
+        return arguments
 
 
 def _run_synchronous(items: list[WorkItem], execution: Execution) -> int:
@@ -206,7 +231,7 @@ def _run_synchronous(items: list[WorkItem], execution: Execution) -> int:
     steps = 0
     with _progress_bar(len(items), execution.progress) as bar:
         for item in items:
-            result = item.task(item.config.to_dict(), str(item.path), item.chunk, threads)
+            result = item.task(*item.arguments(item.config.to_dict(), threads))
             steps += result["steps"]
             bar.update(1)
     return steps
@@ -255,10 +280,7 @@ def _run_distributed(
         futures = [
             client.submit(
                 item.task,
-                config_data[item.path],
-                str(item.path.resolve()),
-                item.chunk,
-                threads,
+                *item.arguments(config_data[item.path], threads),
                 key=f"basins-{item.name}-{item.chunk}-{item.path.resolve()}-{token}",
                 pure=False,
                 retries=1,
@@ -279,7 +301,7 @@ def _run_distributed(
             cluster.close()
     if failures:
         _, first_error = failures[0]
-        raise RuntimeError(
+        raise TaskError(
             f"{len(failures)} of {len(items)} chunks failed; the others are stored, "
             f"and '{retry_hint}' retries the failed ones. First error: "
             f"{first_error!r}"
@@ -346,7 +368,7 @@ def run_tasks(
 
 
 def _compute(
-    config: Config, path: Path, chunks: list[int], execution: Execution
+    config: Config, path: Path, chunks: list[int], execution: Execution, token: str
 ) -> RunSummary:
     started = time.perf_counter()
     logger.info(
@@ -356,7 +378,9 @@ def _compute(
         config.sampling.chunk_size,
         path,
     )
-    steps = execute([WorkItem(path, config, chunk) for chunk in chunks], execution)
+    items = [WorkItem(path, config, chunk, writer_token=token) for chunk in chunks]
+    steps = execute(items, execution)
+    lock.check_writer(path, token)
     atlas.finalize(path)
     seconds = time.perf_counter() - started
     pending = len(atlas.pending_chunks(path))
@@ -413,18 +437,37 @@ def run(
     Raises
     ------
     AtlasError
-        If ``path`` exists and ``overwrite`` is false.
+        If ``path`` exists and ``overwrite`` is false, contains something other than
+        an atlas, or lies on a file system without room for the atlas.
+    AtlasInUseError
+        If another process holds the atlas's writer lock.
     ConfigError
         If an execution setting is invalid.
+    TaskError
+        If some chunks failed; the others are stored, and `resume` retries.
+
+    Notes
+    -----
+    The run holds the atlas's writer lock (`basins.lock`) from before the atlas is
+    created until the catalog is written. Everything is checked before the first
+    write, so an invalid request leaves the file system as it was.
     """
     execution = execution or Execution()
     config.check_step_size(stacklevel=2)
-    chunks = _select(range(config.sampling.n_chunks), max_chunks)
-    if execution.scheduler is None and execution.cluster == "local":
-        execution.local_layout()
+    _check_layout(execution)
     path = Path(path)
-    atlas.create_atlas(path, config, overwrite=overwrite)
-    return _compute(config, path, chunks, execution)
+    atlas.check_target(path, overwrite=overwrite)
+    freed = storage.tree_bytes(path) if path.is_dir() else 0
+    storage.check_free_space(
+        path,
+        storage.atlas_bytes(config),
+        what=f"the atlas of {config.sampling.n_initial} initial conditions",
+        freed=freed,
+    )
+    chunks = _select(range(config.sampling.n_chunks), max_chunks)
+    with lock.acquire(path, "run", create=True) as writer:
+        atlas.create_atlas(path, config, overwrite=overwrite, token=writer.token)
+        return _compute(config, path, chunks, execution, writer.token)
 
 
 def resume(
@@ -438,14 +481,39 @@ def resume(
     The configuration is read from the atlas; the result is identical to that of an
     uninterrupted run.
 
+    Before computing, resume checks that no symbolic link in the atlas points out of
+    it and removes the temporary files of writes that a crash interrupted. It returns
+    damaged chunks (ones that fail to decode or are inconsistent) to the pending
+    state, so that they are recomputed.
+
     Raises
     ------
     AtlasError
-        If ``path`` is not an atlas.
+        If ``path`` is not an atlas, contains links that point out of it, or lies
+        on a file system without room for the pending chunks.
+    AtlasInUseError
+        If another process holds the atlas's writer lock.
+    TaskError
+        If some chunks failed; the others are stored.
     """
     execution = execution or Execution()
+    _check_layout(execution)
     path = Path(path)
-    config = atlas.read_config(path)
-    chunks = _select(atlas.pending_chunks(path), max_chunks)
-    return _compute(config, path, chunks, execution)
+    atlas.open_store(path)
+    with lock.acquire(path, "resume") as writer:
+        storage.check_links(path)
+        storage.remove_leftovers(path)
+        config = atlas.read_config(path)
+        chunks = _select(atlas.pending_chunks(path, reset_damaged=True), max_chunks)
+        storage.check_free_space(
+            path,
+            storage.atlas_bytes(config, len(chunks)),
+            what=f"resuming {len(chunks)} chunks of {config.sampling.chunk_size}",
+        )
+        return _compute(config, path, chunks, execution, writer.token)
+
+
+def _check_layout(execution: Execution) -> None:
+    if execution.scheduler is None and execution.cluster == "local":
+        execution.local_layout()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from basins import atlas
+from basins.config import RK4_STABILITY_LIMIT
 from basins.kernels import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_PENDING
 
 # Two-sided 95% quantile of the standard normal distribution.
@@ -109,6 +110,30 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
         mean_steps = float(steps[selected].mean()) if count and name != "pending" else math.nan
         rows.append(FractionRow(None, name, "", count, count / total, low, high, mean_steps))
     return rows
+
+
+def nonfinite_note(path: str | Path, rows: list[FractionRow]) -> str | None:
+    """Return a hint on the step size if some trajectories became nonfinite, else None.
+
+    The hint gives the step that is safe by the RK4 stability estimate of the
+    stored configuration (`basins.config.Config.check_step_size`).
+    """
+    count = sum(row.count for row in rows if row.id is None and row.class_name == "nonfinite")
+    if count == 0:
+        return None
+    config = atlas.read_config(path)
+    total = sum(row.count for row in rows)
+    dt = config.integration.dt
+    rate = config.system.max_rate()
+    safe = RK4_STABILITY_LIMIT / rate if rate > 0 else math.inf
+    if dt > safe:
+        advice = f"dt <= {safe:.3g} is safe by the RK4 stability estimate"
+    else:
+        advice = "dt is within the RK4 stability estimate, but a smaller one may help"
+    return (
+        f"{count} of {total} initial conditions became nonfinite (NaN or infinity) "
+        f"with integration.dt = {dt:g}; {advice}"
+    )
 
 
 def format_table(rows: list[FractionRow]) -> str:
