@@ -97,7 +97,13 @@ def _is_atlas(path: Path) -> bool:
     return "basins_atlas_format" in group.attrs
 
 
-def create_atlas(path: str | Path, config: Config, *, overwrite: bool = False) -> None:
+def create_atlas(
+    path: str | Path,
+    config: Config,
+    *,
+    overwrite: bool = False,
+    initial_state: np.ndarray | None = None,
+) -> None:
     """Create an empty atlas for ``config`` at ``path``.
 
     Parameters
@@ -109,12 +115,17 @@ def create_atlas(path: str | Path, config: Config, *, overwrite: bool = False) -
     overwrite : bool, optional
         Replace an existing atlas at ``path``. A path that holds anything other than
         an atlas is never removed.
+    initial_state : numpy.ndarray, optional
+        Initial conditions that no seed regenerates (such as a model's token
+        states), shape ``(n_initial, n_tokens, dim)``; stored as ``initial_state``.
 
     Raises
     ------
     AtlasError
         If ``path`` exists and ``overwrite`` is false, or if it exists and is not an
         atlas.
+    ValueError
+        If ``initial_state`` does not have the shape of the sampling.
     """
     path = Path(path)
     if path.exists():
@@ -132,6 +143,11 @@ def create_atlas(path: str | Path, config: Config, *, overwrite: bool = False) -
 
     sampling = config.sampling
     system = config.system
+    expected = (sampling.n_initial, system.n_tokens, system.dim)
+    if initial_state is not None and initial_state.shape != expected:
+        raise ValueError(
+            f"initial_state has shape {initial_state.shape}: expected {expected}"
+        )
     group = zarr.open_group(str(path), mode="w-", zarr_format=3)
     for name, (dtype, fill_value, trailing) in PER_IC_ARRAYS.items():
         extra = {"token": system.n_tokens, "component": system.dim}
@@ -156,7 +172,33 @@ def create_atlas(path: str | Path, config: Config, *, overwrite: bool = False) -
             "finalized": False,
         }
     )
+    if initial_state is not None:
+        group.create_array(
+            "initial_state",
+            shape=expected,
+            chunks=(sampling.chunk_size, system.n_tokens, system.dim),
+            dtype="float64",
+            fill_value=float("nan"),
+            dimension_names=("ic", "token", "component"),
+        )[...] = initial_state
     logger.debug("created atlas %s with %d chunks", path, sampling.n_chunks)
+
+
+def read_initial_state(path: str | Path, start: int, stop: int) -> np.ndarray:
+    """Return the stored initial conditions ``start .. stop-1``, ``(m, n, d)``.
+
+    Raises
+    ------
+    AtlasError
+        If the atlas stores no initial conditions.
+    """
+    group = open_store(path)
+    if "initial_state" not in group:
+        raise AtlasError(
+            f"atlas {str(path)!r} stores no initial_state, but its configuration "
+            f"asks for stored initial conditions"
+        )
+    return np.ascontiguousarray(group["initial_state"][start:stop])
 
 
 def open_store(path: str | Path, mode: str = "r") -> zarr.Group:

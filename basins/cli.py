@@ -15,6 +15,7 @@ from pathlib import Path
 
 from basins import __version__
 from basins.errors import BasinsError
+from basins.transformer.cli import add_transformer_parser, command_transformer
 
 logger = logging.getLogger("basins")
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     examples = commands.add_parser("examples", help="list the built-in example systems")
     examples.add_argument("--show", metavar="NAME", help="print the TOML of one example")
+    add_transformer_parser(commands)
     return parser
 
 
@@ -201,6 +203,7 @@ COMMANDS = {
     "resume": _command_resume,
     "report": _command_report,
     "examples": _command_examples,
+    "transformer": command_transformer,
 }
 
 

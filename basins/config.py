@@ -70,6 +70,10 @@ MAX_UNNORMALIZED_EXPONENT = 700.0
 # An initial condition's index is stored in int64 and hashed into the sampler.
 MAX_INITIAL_CONDITIONS = 2**62
 
+# Sources of initial conditions: uniform samples indexed by (seed, i), or the token
+# states of texts run through the model of a checkpoint system.
+INITIAL_SOURCES = ("random", "tokens")
+
 MATRIX_CONSTRUCTORS = ("identity", "diagonal", "random_symmetric")
 MATRIX_MODIFIERS = ("scale", "spectral_norm")
 
@@ -367,13 +371,22 @@ class Sampling:
         Seed; initial condition ``i`` is a pure function of ``(seed, i)``.
     chunk_size : int
         Initial conditions per task and per chunk of the atlas arrays.
+    initial : {'random', 'tokens'}
+        ``random``: uniform on the product of spheres. ``tokens``: one initial
+        condition per entry of ``text``, the model's own token states entering the
+        layer of a checkpoint system; ``n_initial`` is then the number of texts.
+    text : sequence of str
+        The texts for ``initial = 'tokens'``.
     """
 
     n_initial: int = 10000
     seed: int = 0
     chunk_size: int = 8192
+    initial: str = "random"
+    text: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._resolve_initial()
         object.__setattr__(
             self,
             "n_initial",
@@ -387,6 +400,39 @@ class Sampling:
             "chunk_size",
             _check_int("sampling.chunk_size", self.chunk_size, 1, 2**31 - 1),
         )
+
+    def _resolve_initial(self) -> None:
+        if self.initial not in INITIAL_SOURCES:
+            raise ConfigError(
+                f"sampling.initial = {self.initial!r} is invalid: expected one of "
+                f"{', '.join(INITIAL_SOURCES)}"
+            )
+        text = self.text
+        if isinstance(text, str) or not all(isinstance(t, str) for t in text):
+            raise ConfigError(
+                f"sampling.text = {text!r} is invalid: expected a list of strings"
+            )
+        object.__setattr__(self, "text", tuple(text))
+        if self.initial == "random":
+            if text:
+                raise ConfigError(
+                    "sampling.text is given but sampling.initial = 'random': set "
+                    "initial = 'tokens' to start from the texts' token states"
+                )
+            return
+        if not text:
+            raise ConfigError(
+                "sampling.text is missing or empty: sampling.initial = 'tokens' needs "
+                "at least one text"
+            )
+        default = Sampling.__dataclass_fields__["n_initial"].default
+        if self.n_initial not in (default, len(text)):
+            raise ConfigError(
+                f"sampling.n_initial = {self.n_initial!r} is invalid with sampling."
+                f"initial = 'tokens': there is one initial condition per text "
+                f"({len(text)}); leave n_initial out"
+            )
+        object.__setattr__(self, "n_initial", len(text))
 
     @property
     def n_chunks(self) -> int:
@@ -442,6 +488,14 @@ class Config:
     classification: Classification = field(default_factory=Classification)
     name: str = ""
 
+    def __post_init__(self) -> None:
+        tokens = self.sampling.initial == "tokens"
+        if tokens and not hasattr(self.system, "token_states"):
+            raise ConfigError(
+                "sampling.initial = 'tokens' needs a system taken from a model "
+                "(system.model = ...), whose forward pass gives the token states"
+            )
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, name: str = "") -> Config:
         """Build and validate a configuration from nested tables.
@@ -465,6 +519,11 @@ class Config:
         sections = {}
         for section, section_type in SECTIONS.items():
             table = data.get(section, {})
+            if section == "system" and _names_factors(table):
+                from basins.transformer.system import system_from_table
+
+                sections[section] = system_from_table(table, data.get("sampling"))
+                continue
             allowed = tuple(f.name for f in dataclasses.fields(section_type))
             _check_keys(section, table, allowed)
             required = [
@@ -506,6 +565,11 @@ class Config:
                 StepSizeWarning,
                 stacklevel=stacklevel,
             )
+
+
+def _names_factors(table: Any) -> bool:
+    """Whether a ``[system]`` table names a model checkpoint or head factors."""
+    return isinstance(table, Mapping) and ("model" in table or "query" in table)
 
 
 def load_config(source: str | Path) -> Config:

@@ -24,6 +24,13 @@ class AtlasError(BasinsError):
     """An atlas store is missing, already exists, or does not match the request."""
 
 
+class CheckpointError(BasinsError):
+    """A model checkpoint is missing, incomplete, malformed or not supported.
+
+    The message names the file and, where one is at fault, the tensor.
+    """
+
+
 class BasinsWarning(UserWarning):
     """Base class of the warnings issued by basins."""
 

@@ -68,9 +68,12 @@ def compute_chunk(
     system = config.system
     start, stop = atlas.chunk_bounds(config, chunk)
 
-    initial = initial_conditions(
-        config.sampling.seed, start, stop - start, system.n_tokens, system.dim
-    )
+    if config.sampling.initial == "random":
+        initial = initial_conditions(
+            config.sampling.seed, start, stop - start, system.n_tokens, system.dim
+        )
+    else:
+        initial = atlas.read_initial_state(path, start, stop)
     outcome = integrate(system, config.integration, initial)
     integrated = time.perf_counter()
 
@@ -324,6 +327,9 @@ def run(
         Compute at most this many chunks (the first ones) and stop; `resume`
         computes the rest.
 
+    With ``sampling.initial = 'tokens'`` the model's token states are computed here,
+    once, and stored in the atlas as ``initial_state``; the tasks read them from it.
+
     Returns
     -------
     RunSummary
@@ -342,7 +348,10 @@ def run(
     if execution.scheduler is None and execution.cluster == "local":
         execution.local_layout()
     path = Path(path)
-    atlas.create_atlas(path, config, overwrite=overwrite)
+    initial_state = None
+    if config.sampling.initial == "tokens":
+        initial_state = config.system.token_states(config.sampling.text)
+    atlas.create_atlas(path, config, overwrite=overwrite, initial_state=initial_state)
     return _compute(config, path, chunks, execution)
 
 
