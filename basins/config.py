@@ -373,8 +373,9 @@ class Sampling:
         Initial conditions per task and per chunk of the atlas arrays.
     initial : {'random', 'tokens'}
         ``random``: uniform on the product of spheres. ``tokens``: one initial
-        condition per entry of ``text``, the model's own token states entering the
-        layer of a checkpoint system; ``n_initial`` is then the number of texts.
+        condition per entry of ``text``, made of the model's own token states
+        entering the layer of a checkpoint system. ``n_initial`` is then the number
+        of texts.
     text : sequence of str
         The texts for ``initial = 'tokens'``.
     """
@@ -543,9 +544,18 @@ class Config:
         return {
             "system": self.system.to_dict(),
             "integration": dataclasses.asdict(self.integration),
-            "sampling": dataclasses.asdict(self.sampling),
+            "sampling": self._sampling_dict(),
             "classification": dataclasses.asdict(self.classification),
         }
+
+    def _sampling_dict(self) -> dict[str, Any]:
+        # Random sampling leaves out the token keys, so its tables stay as they were.
+        data = dataclasses.asdict(self.sampling)
+        if self.sampling.initial == "random":
+            del data["initial"], data["text"]
+        else:
+            data["text"] = list(self.sampling.text)
+        return data
 
     def with_sampling(self, **changes: Any) -> Config:
         """Return a copy with some sampling settings replaced (and validated)."""
@@ -568,7 +578,7 @@ class Config:
 
 
 def _names_factors(table: Any) -> bool:
-    """Whether a ``[system]`` table names a model checkpoint or head factors."""
+    """Return whether a ``[system]`` table names a model checkpoint or head factors."""
     return isinstance(table, Mapping) and ("model" in table or "query" in table)
 
 

@@ -28,7 +28,7 @@ def factors_with_spectrum(eigenvalues, dim, seed=0):
     return output, value
 
 
-def test_baseline_for_a_line_is_close_to_sqrt_two_over_pi_d():
+def test_line_baseline_near_asymptote():
     assert random_baseline(384) == pytest.approx(
         math.sqrt(2 / (math.pi * 384)), rel=2e-3
     )

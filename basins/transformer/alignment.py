@@ -2,7 +2,7 @@
 
 For a value map ``V = W_O W_V`` (one head, or a layer's sum over heads) the leading
 eigenvalue ``lambda_1`` is the one with the largest real part, and ``v_1`` its
-eigenvector. The alignment of a unit token state ``x`` is ``|cos(x, v_1)|``; for a
+eigenvector. The alignment of a unit token state ``x`` is ``|cos(x, v_1)|``. For a
 complex ``lambda_1`` it is the norm of the projection of ``x`` onto the real 2-plane
 of its eigenvector pair. A direction drawn uniformly from the sphere ``S^{d-1}`` has
 mean ``|cos|`` with a fixed ``k``-dimensional subspace of
@@ -216,9 +216,9 @@ def value_alignment(checkpoint: Checkpoint, texts: list[str]) -> AlignmentTable:
     """Measure how the hidden states of ``texts`` align with every value map.
 
     For each layer ``L``, the hidden states entering ``L`` and those leaving it (the
-    input of ``L + 1``), each normalised to unit length and pooled over the tokens of
-    all texts, are compared with ``v_1`` of every head's value map and of the
-    layer's summed map.
+    input of ``L + 1``) are normalised to unit length and pooled over the tokens of
+    all texts. Both sets are compared with ``v_1`` of every head's value map and of
+    the layer's summed map.
 
     Raises
     ------
@@ -307,9 +307,9 @@ def format_alignment(table: AlignmentTable, *, heads: bool = True) -> str:
 def plot_alignment(table: AlignmentTable, path) -> None:
     """Save a figure of the alignment of every head and layer, one panel per layer.
 
-    Circles are the hidden states entering the layer, triangles those leaving it;
-    hollow markers flag a complex ``lambda_1``, and null-dominated heads are marked
-    by a grey ``x`` on the axis. The dashed and dotted lines are the random baselines
+    Circles are the hidden states entering the layer, triangles those leaving it.
+    Hollow markers flag a complex ``lambda_1``, and a grey ``x`` on the axis marks a
+    null-dominated head. The dashed and dotted lines are the random baselines
     for a real eigenvector and for the plane of a complex pair.
     """
     import matplotlib

@@ -14,9 +14,9 @@ Either way the weights are returned as maps on column vectors, ``y = W x + b``, 
 into heads. The number of heads is read from the ``config.json`` beside the weights
 (``num_attention_heads`` or ``n_head``), since the tensors alone do not fix it.
 
-A model is named by a path (a ``.safetensors`` file or a directory holding
+A model is named by a path (a ``.safetensors`` file or a directory containing
 ``model.safetensors``) or by the name of a model that an installed Python package
-ships (`PACKAGED_MODELS`); nothing is downloaded.
+ships (`PACKAGED_MODELS`). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ class Checkpoint:
         return array
 
     def has_tensor(self, name: str) -> bool:
-        """Whether the file holds a tensor of this name."""
+        """Return whether the file contains a tensor of this name."""
         return name in _tensor_names(self.path)
 
     def attention(self, layer: int) -> AttentionWeights:
@@ -349,7 +349,7 @@ def _detect_layout(path: Path, names: frozenset[str]) -> tuple[str, str, int]:
             continue
         if len(found) > 1:
             raise CheckpointError(
-                f"{path} holds {architecture} layers under several prefixes "
+                f"{path} contains {architecture} layers under several prefixes "
                 f"({', '.join(repr(p) for p in sorted(found))}); expected one model"
             )
         prefix, layers = next(iter(found.items()))

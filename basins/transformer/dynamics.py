@@ -43,7 +43,7 @@ def _reduced_factors(system: MultiHeadSystem) -> tuple[np.ndarray, ...]:
 
 
 def uses_reduced_coordinates(system: MultiHeadSystem) -> bool:
-    """Whether `integrate_heads` integrates ``system`` in reduced coordinates.
+    """Return whether `integrate_heads` integrates ``system`` in reduced coordinates.
 
     It does when the total head rank ``r = n_heads * d_head`` is at most half the
     dimension, where an evaluation in reduced coordinates, ``O(n r^2)``, costs less

@@ -258,9 +258,9 @@ def encode(checkpoint: Checkpoint, text: str) -> EncoderOutput:
 def sentence_embeddings(checkpoint: Checkpoint, texts: list[str]) -> np.ndarray:
     """Return the sentence embeddings of ``texts``, shape ``(len(texts), dim)``.
 
-    Uses the pooling of ``1_Pooling/config.json`` (``mean`` over tokens when it is
-    absent; ``cls`` is supported too) and normalises to unit length when
-    ``modules.json`` lists a ``Normalize`` module.
+    Uses the pooling of ``1_Pooling/config.json``, which may be ``mean`` over tokens
+    (also the default when the file is absent) or ``cls``. Normalises to unit length
+    when ``modules.json`` lists a ``Normalize`` module.
     """
     _require_bert(checkpoint)
     pooling = (

@@ -8,9 +8,9 @@ and an output map ``W_O,h`` (``d x d_h``). The field is
 
 projected onto the tangent space of the sphere at ``x_i``. One evaluation costs
 ``O(n d d_h + n^2 d_h)`` per head: no ``d x d`` product is formed. The kernels take
-the factors transposed, so that their innermost loops run over contiguous memory;
-the ``1 / sqrt(d_h)`` of scaled dot-product attention is folded into the query
-factors by the caller.
+the factors transposed, so that their innermost loops run over contiguous memory.
+The caller folds the ``1 / sqrt(d_h)`` of scaled dot-product attention into the
+query factors.
 
 The kernels check nothing; `basins.transformer.dynamics` validates the arrays. As in
 `basins.kernels`, every iteration of the parallel loop writes only the rows of its
@@ -41,8 +41,8 @@ def multihead_field(
 ):
     """Write the multi-head field at ``X`` (n, d) into ``out`` and return the speed.
 
-    ``query``, ``key``, ``value`` hold the transposed factors ``W^T`` (H, d, d_h) and
-    ``output`` holds ``W_O,h^T`` (H, d_h, d). ``projected`` (3, n, d_h), ``z``
+    ``query``, ``key``, ``value`` are the transposed factors ``W^T`` (H, d, d_h) and
+    ``output`` is ``W_O,h^T`` (H, d_h, d). ``projected`` (3, n, d_h), ``z``
     (d_h,) and ``weights`` (n,) are scratch buffers.
     """
     n, d = X.shape
@@ -132,7 +132,8 @@ def multihead_rk4_step(
 ):
     """Advance ``X`` in place by one RK4 step of the multi-head field and renormalise.
 
-    ``k1`` is the field at ``X``; ``work`` (4, n, d) holds ``k2 .. k4`` and the stage.
+    ``k1`` is the field at ``X``. ``work`` (4, n, d) receives ``k2 .. k4`` and the
+    stage.
     """
     n, d = X.shape
     k2 = work[0]
@@ -461,7 +462,7 @@ def reduced_integrate_one(
 
     Overwrites ``X`` with the final state and returns (status, steps). ``initial``
     (4, n, r) receives ``q0``, ``k0``, ``v0`` and ``g``; ``work`` (4, n, 1 + r)
-    holds the RK4 stages.
+    receives the RK4 stages.
     """
     n, d = X.shape
     r = S.shape[1] - 1

@@ -95,7 +95,7 @@ class MultiHeadSystem(System):
     Each head has ``A_h = W_Q,h^T W_K,h / sqrt(d_head)`` and ``V_h = W_O,h W_V,h``.
     The attributes ``V`` (``sum_h V_h``) and ``A`` (``sum_h A_h``, through ``Q`` and
     ``K``) are dense ``dim x dim`` matrices for the classifier and the step-size
-    estimate; ``A`` describes the field only for a single head, because every head
+    estimate. ``A`` describes the field only for a single head, because every head
     has its own softmax. Requires ``n_heads * d_head <= dim``.
     """
 
@@ -479,9 +479,9 @@ def system_from_table(
     """Build the ``[system]`` table of a configuration that names a model or factors.
 
     A table with ``model`` gives a `CheckpointSystem`, one with ``query``, ``key``,
-    ``value`` and ``output`` a `MultiHeadSystem`. When the ``[sampling]`` table asks
-    for ``initial = "tokens"``, its ``text`` sets the default ``n_tokens`` and
-    ``beta``.
+    ``value`` and ``output`` a `MultiHeadSystem`. When the ``[sampling]`` table sets
+    ``initial = "tokens"``, the token count of its ``text`` is the default
+    ``n_tokens``.
 
     Raises
     ------
