@@ -9,7 +9,7 @@ import pytest
 import zarr
 from test_transformer_checkpoint import N_HEADS, gpt2_tensors, write_checkpoint
 
-from basins import Config, Execution, Integration, Sampling, integrate, run
+from basins import Config, Execution, Integration, Sampling, integrate, resume, run
 from basins.atlas import read_config
 from basins.errors import ConfigError, StepSizeWarning
 from basins.report import basin_fractions
@@ -260,12 +260,15 @@ def test_token_state_atlas_stores_initial_conditions(minilm, tmp_path):
                 "n_tokens": 8,
             },
             "integration": {"dt": 0.1, "max_steps": 60},
-            "sampling": {"initial": "tokens", "text": SENTENCES},
+            "sampling": {"initial": "tokens", "text": SENTENCES, "chunk_size": 1},
         }
     )
     path = tmp_path / "tokens.zarr"
+    synchronous = Execution(cluster="synchronous", progress=False)
     with pytest.warns(StepSizeWarning):  # the estimate is far above the real rates
-        run(config, path, execution=Execution(cluster="synchronous", progress=False))
+        summary = run(config, path, execution=synchronous, max_chunks=1)
+    assert summary.chunks_pending == 1
+    assert resume(path, execution=synchronous).chunks_pending == 0
     group = zarr.open_group(str(path), mode="r")
     stored = group["initial_state"][:]
     assert stored.shape == (2, 8, 384)

@@ -23,7 +23,7 @@ def _factors(system: MultiHeadSystem) -> tuple[np.ndarray, ...]:
     )
 
 
-def _reduced_factors(system: MultiHeadSystem) -> tuple[np.ndarray, ...]:
+def _reduced_factors(system: MultiHeadSystem) -> tuple[tuple, tuple, int]:
     # W = [W_O,1 ... W_O,H] (d x r) and the stacked W_Q, W_K, W_V (r x d), with the
     # 1 / sqrt(d_head) folded into W_Q; see basins.transformer.kernels.
     r = system.n_heads * system.d_head
@@ -33,13 +33,15 @@ def _reduced_factors(system: MultiHeadSystem) -> tuple[np.ndarray, ...]:
         system.key.reshape(r, system.dim),
         system.value.reshape(r, system.dim),
     ]
-    return (
+    projections = (
         np.ascontiguousarray(W.T),
         *(np.ascontiguousarray(M.T) for M in stacked),
+    )
+    operators = (
         *(np.ascontiguousarray((M @ W).T) for M in stacked),
         np.ascontiguousarray(W.T @ W),
-        system.d_head,
     )
+    return projections, operators, system.d_head
 
 
 def uses_reduced_coordinates(system: MultiHeadSystem) -> bool:
@@ -87,7 +89,7 @@ def integrate_heads(
             kernel = kernels.multihead_integrate_batch
         else:
             kernel = kernels.multihead_integrate_batch_serial
-        factors = _factors(system)
+        factors = (_factors(system),)
     kernel(
         state,
         *factors,
@@ -107,14 +109,13 @@ def heads_field(system: MultiHeadSystem, state: np.ndarray) -> np.ndarray:
     """Evaluate the multi-head field at one C-contiguous ``(n_tokens, dim)`` state."""
     n = state.shape[0]
     out = np.empty_like(state)
+    scratch = (np.empty((3, n, system.d_head)), np.empty(system.d_head), np.empty(n))
     kernels.multihead_field(
         state,
-        *_factors(system),
+        _factors(system),
         float(system.beta),
         WEIGHTINGS.index(system.weighting),
-        np.empty((3, n, system.d_head)),
-        np.empty(system.d_head),
-        np.empty(n),
+        scratch,
         out,
     )
     return out

@@ -36,15 +36,54 @@ from basins.kernels import (
 
 
 @njit(cache=True)
-def multihead_field(
-    X, query, key, value, output, beta, weighting, projected, z, weights, out
-):
+def _attention_row(QX, KX, i, start, width, beta, weighting, weights):
+    """Write the weights ``w_ij`` of token ``i`` for one head into ``weights`` (n,).
+
+    The head's queries and keys are the columns ``start .. start + width - 1`` of
+    ``QX`` and ``KX`` (n, *). The weighting codes are those of `basins.kernels`.
+    """
+    n = QX.shape[0]
+    if weighting == WEIGHTING_OJA:
+        for j in range(n):
+            weights[j] = 1.0 / n
+        return
+
+    # Logits s_ij = beta (W_Q x_i) . (W_K x_j) and their row maximum.
+    row_max = -np.inf
+    for j in range(n):
+        logit = 0.0
+        for col in range(start, start + width):
+            logit += QX[i, col] * KX[j, col]
+        logit *= beta
+        weights[j] = logit
+        if logit > row_max:
+            row_max = logit
+
+    # Softmax shifted by the row maximum, or exp(s_ij) / n unshifted.
+    if weighting == WEIGHTING_SOFTMAX:
+        total = 0.0
+        for j in range(n):
+            weights[j] = math.exp(weights[j] - row_max)
+            total += weights[j]
+    else:
+        total = float(n)
+        for j in range(n):
+            weights[j] = math.exp(weights[j])
+    inverse_total = 1.0 / total
+    for j in range(n):
+        weights[j] *= inverse_total
+
+
+@njit(cache=True)
+def multihead_field(X, heads, beta, weighting, scratch, out):
     """Write the multi-head field at ``X`` (n, d) into ``out`` and return the speed.
 
-    ``query``, ``key``, ``value`` are the transposed factors ``W^T`` (H, d, d_h) and
-    ``output`` is ``W_O,h^T`` (H, d_h, d). ``projected`` (3, n, d_h), ``z``
-    (d_h,) and ``weights`` (n,) are scratch buffers.
+    ``heads`` is ``(query, key, value, output)``: the transposed factors ``W^T``
+    (H, d, d_h) of the first three and ``W_O,h^T`` (H, d_h, d). ``scratch`` is
+    ``(projected, z, weights)``, buffers of shapes (3, n, d_h), (d_h,) and (n,).
     """
+    query, key, value, output = heads
+    projected, z, weights = scratch
     n, d = X.shape
     n_heads, _, d_head = query.shape
     QX = projected[0]
@@ -71,31 +110,7 @@ def multihead_field(
                     VX[j, c] += value[h, a, c] * x
 
         for i in range(n):
-            # This head's weights w^h_ij, as in basins.kernels.attention_field.
-            if weighting == WEIGHTING_OJA:
-                for j in range(n):
-                    weights[j] = 1.0 / n
-            else:
-                row_max = -np.inf
-                for j in range(n):
-                    logit = 0.0
-                    for c in range(d_head):
-                        logit += QX[i, c] * KX[j, c]
-                    logit *= beta
-                    weights[j] = logit
-                    row_max = max(row_max, logit)
-                if weighting == WEIGHTING_SOFTMAX:
-                    total = 0.0
-                    for j in range(n):
-                        weights[j] = math.exp(weights[j] - row_max)
-                        total += weights[j]
-                else:
-                    total = float(n)
-                    for j in range(n):
-                        weights[j] = math.exp(weights[j])
-                inverse_total = 1.0 / total
-                for j in range(n):
-                    weights[j] *= inverse_total
+            _attention_row(QX, KX, i, 0, d_head, beta, weighting, weights)
 
             # z = sum_j w^h_ij W_V,h x_j in the head space, then y_i += W_O,h z.
             for c in range(d_head):
@@ -127,9 +142,7 @@ def multihead_field(
 
 
 @njit(cache=True)
-def multihead_rk4_step(
-    X, k1, dt, query, key, value, output, beta, weighting, work, projected, z, weights
-):
+def multihead_rk4_step(X, k1, dt, heads, beta, weighting, work, scratch):
     """Advance ``X`` in place by one RK4 step of the multi-head field and renormalise.
 
     ``k1`` is the field at ``X``. ``work`` (4, n, d) receives ``k2 .. k4`` and the
@@ -146,25 +159,19 @@ def multihead_rk4_step(
     for i in range(n):
         for a in range(d):
             stage[i, a] = X[i, a] + half * k1[i, a]
-    multihead_field(
-        stage, query, key, value, output, beta, weighting, projected, z, weights, k2
-    )
+    multihead_field(stage, heads, beta, weighting, scratch, k2)
 
     # Third stage, at X + dt/2 k2.
     for i in range(n):
         for a in range(d):
             stage[i, a] = X[i, a] + half * k2[i, a]
-    multihead_field(
-        stage, query, key, value, output, beta, weighting, projected, z, weights, k3
-    )
+    multihead_field(stage, heads, beta, weighting, scratch, k3)
 
     # Fourth stage, at X + dt k3.
     for i in range(n):
         for a in range(d):
             stage[i, a] = X[i, a] + dt * k3[i, a]
-    multihead_field(
-        stage, query, key, value, output, beta, weighting, projected, z, weights, k4
-    )
+    multihead_field(stage, heads, beta, weighting, scratch, k4)
 
     # Combine the stages.
     sixth = dt / 6.0
@@ -184,30 +191,13 @@ def multihead_rk4_step(
 
 @njit(cache=True)
 def multihead_integrate_one(
-    X,
-    query,
-    key,
-    value,
-    output,
-    beta,
-    weighting,
-    dt,
-    max_steps,
-    tol,
-    checks,
-    k1,
-    work,
-    projected,
-    z,
-    weights,
+    X, heads, beta, weighting, dt, max_steps, tol, checks, k1, work, scratch
 ):
     """Integrate one trajectory in place until it stops; return (status, steps)."""
     below = 0
     steps = 0
     while True:
-        speed = multihead_field(
-            X, query, key, value, output, beta, weighting, projected, z, weights, k1
-        )
+        speed = multihead_field(X, heads, beta, weighting, scratch, k1)
         if not speed <= FLOAT64_MAX:
             return STATUS_NONFINITE, steps
         if speed < tol:
@@ -218,62 +208,32 @@ def multihead_integrate_one(
             below = 0
         if steps >= max_steps:
             return STATUS_MAX_STEPS, steps
-        multihead_rk4_step(
-            X,
-            k1,
-            dt,
-            query,
-            key,
-            value,
-            output,
-            beta,
-            weighting,
-            work,
-            projected,
-            z,
-            weights,
-        )
+        multihead_rk4_step(X, k1, dt, heads, beta, weighting, work, scratch)
         steps += 1
 
 
 def _multihead_integrate_batch(
-    X,
-    query,
-    key,
-    value,
-    output,
-    beta,
-    weighting,
-    dt,
-    max_steps,
-    tol,
-    checks,
-    status,
-    steps,
+    X, heads, beta, weighting, dt, max_steps, tol, checks, status, steps
 ):
     """Integrate every initial condition of ``X`` (m, n, d) in place.
 
-    Writes each trajectory's status and step count into ``status`` and ``steps``
-    (m,). The loop over blocks of initial conditions is the only parallel one.
+    ``heads`` is as for `multihead_field`. Writes each trajectory's status and step
+    count into ``status`` and ``steps`` (m,). The loop over blocks of initial
+    conditions is the only parallel one.
     """
     m, n, d = X.shape
-    d_head = query.shape[2]
+    d_head = heads[0].shape[2]
     n_blocks = (m + BLOCK_SIZE - 1) // BLOCK_SIZE
     for block in prange(n_blocks):
         k1 = np.empty((n, d))
         work = np.empty((4, n, d))
-        projected = np.empty((3, n, d_head))
-        z = np.empty(d_head)
-        weights = np.empty(n)
+        scratch = (np.empty((3, n, d_head)), np.empty(d_head), np.empty(n))
         start = block * BLOCK_SIZE
         stop = min(start + BLOCK_SIZE, m)
         for ic in range(start, stop):
             code, count = multihead_integrate_one(
                 X[ic],
-                query,
-                key,
-                value,
-                output,
+                heads,
                 beta,
                 weighting,
                 dt,
@@ -282,9 +242,7 @@ def _multihead_integrate_batch(
                 checks,
                 k1,
                 work,
-                projected,
-                z,
-                weights,
+                scratch,
             )
             status[ic] = code
             steps[ic] = count
@@ -329,32 +287,18 @@ def _gram_norm_squared(a, c, g, gram, buffer):
 
 
 @njit(cache=True)
-def reduced_field(
-    S,
-    q0,
-    k0,
-    v0,
-    g,
-    query_w,
-    key_w,
-    value_w,
-    gram,
-    d_head,
-    beta,
-    weighting,
-    projected,
-    z,
-    buffer,
-    weights,
-    out,
-):
+def reduced_field(S, model, d_head, beta, weighting, scratch, out):
     """Write the field in reduced coordinates at ``S`` (n, 1 + r) into ``out``.
 
-    ``q0``, ``k0``, ``v0`` (n, r) are the stacked projections of the initial tokens,
-    ``g`` (n, r) is ``W^T e_i``; ``query_w`` etc. (r, r) hold ``(W_Q W)^T`` (query
-    scaled by ``1 / sqrt(d_head)``) and ``gram`` is ``W^T W``. Returns the speed
-    ``max_i ||dx_i/dt||`` in the model dimension.
+    ``model`` is ``(q0, k0, v0, g, query_w, key_w, value_w, gram)``: the stacked
+    projections ``W_Q e_i``, ``W_K e_i``, ``W_V e_i`` of the initial tokens and
+    ``g = W^T e_i`` (n, r each), then ``(W_Q W)^T``, ``(W_K W)^T``, ``(W_V W)^T``
+    and ``W^T W`` (r, r each), with the query scaled by ``1 / sqrt(d_head)``.
+    ``scratch`` is ``(projected, z, buffer, weights)`` of shapes (3, n, r), (r,),
+    (r,) and (n,). Returns the speed ``max_i ||dx_i/dt||`` in the model dimension.
     """
+    q0, k0, v0, g, query_w, key_w, value_w, gram = model
+    projected, z, buffer, weights = scratch
     n = S.shape[0]
     r = S.shape[1] - 1
     n_heads = r // d_head
@@ -379,30 +323,7 @@ def reduced_field(
         # z_i: each head's weighted mean of the values, stacked over heads.
         for h in range(n_heads):
             start = h * d_head
-            if weighting == WEIGHTING_OJA:
-                for j in range(n):
-                    weights[j] = 1.0 / n
-            else:
-                row_max = -np.inf
-                for j in range(n):
-                    logit = 0.0
-                    for col in range(start, start + d_head):
-                        logit += QX[i, col] * KX[j, col]
-                    logit *= beta
-                    weights[j] = logit
-                    row_max = max(row_max, logit)
-                if weighting == WEIGHTING_SOFTMAX:
-                    total = 0.0
-                    for j in range(n):
-                        weights[j] = math.exp(weights[j] - row_max)
-                        total += weights[j]
-                else:
-                    total = float(n)
-                    for j in range(n):
-                        weights[j] = math.exp(weights[j])
-                inverse_total = 1.0 / total
-                for j in range(n):
-                    weights[j] *= inverse_total
+            _attention_row(QX, KX, i, start, d_head, beta, weighting, weights)
             for col in range(start, start + d_head):
                 z[col] = 0.0
             for j in range(n):
@@ -424,7 +345,8 @@ def reduced_field(
         for row in range(r):
             out[i, 1 + row] = z[row] - radial * S[i, 1 + row]
         norm_squared = _gram_norm_squared(out[i, 0], out[i, 1:], g[i], gram, buffer)
-        norm_squared = max(norm_squared, 0.0)  # rounding of a vanishing quadratic form
+        if norm_squared < 0.0:
+            norm_squared = 0.0  # rounding of a vanishing quadratic form
         if norm_squared > speed_squared or norm_squared != norm_squared:
             speed_squared = norm_squared
 
@@ -432,46 +354,17 @@ def reduced_field(
 
 
 @njit(cache=True)
-def reduced_integrate_one(
-    X,
-    W_t,
-    query_t,
-    key_t,
-    value_t,
-    query_w,
-    key_w,
-    value_w,
-    gram,
-    d_head,
-    beta,
-    weighting,
-    dt,
-    max_steps,
-    tol,
-    checks,
-    S,
-    k1,
-    work,
-    projected,
-    initial,
-    z,
-    buffer,
-    weights,
-):
-    """Integrate one trajectory from ``X`` (n, d) in reduced coordinates.
+def _reduced_setup(X, projections, model, S):
+    """Fill the per-trajectory part of ``model`` from the initial tokens ``X`` (n, d).
 
-    Overwrites ``X`` with the final state and returns (status, steps). ``initial``
-    (4, n, r) receives ``q0``, ``k0``, ``v0`` and ``g``; ``work`` (4, n, 1 + r)
-    receives the RK4 stages.
+    ``projections`` is ``(W_t, query_t, key_t, value_t)``: ``W^T`` (r, d) and the
+    transposed stacked ``W_Q`` (query scaled), ``W_K``, ``W_V`` (d, r each). Sets
+    the state ``S`` to ``a = 1, c = 0``.
     """
+    W_t, query_t, key_t, value_t = projections
+    q0, k0, v0, g = model[0], model[1], model[2], model[3]
     n, d = X.shape
     r = S.shape[1] - 1
-    q0 = initial[0]
-    k0 = initial[1]
-    v0 = initial[2]
-    g = initial[3]
-
-    # Projections of the initial tokens e_i = X[i]; the state starts at a = 1, c = 0.
     for i in range(n):
         for row in range(r):
             q0[i, row] = 0.0
@@ -489,35 +382,83 @@ def reduced_integrate_one(
         for row in range(r):
             S[i, 1 + row] = 0.0
 
+
+@njit(cache=True)
+def reduced_rk4_step(S, k1, dt, model, d_head, beta, weighting, work, scratch):
+    """Advance ``S`` in place by one RK4 step in reduced coordinates and renormalise.
+
+    ``k1`` is the field at ``S``. ``work`` (4, n, 1 + r) receives ``k2 .. k4`` and
+    the stage. Tokens are normalised in the model dimension, through ``W^T W``.
+    """
+    n, width = S.shape
+    g, gram = model[3], model[7]
+    buffer = scratch[2]
     k2 = work[0]
     k3 = work[1]
     k4 = work[2]
     stage = work[3]
     half = 0.5 * dt
+
+    # Second stage, at S + dt/2 k1.
+    for i in range(n):
+        for col in range(width):
+            stage[i, col] = S[i, col] + half * k1[i, col]
+    reduced_field(stage, model, d_head, beta, weighting, scratch, k2)
+
+    # Third stage, at S + dt/2 k2.
+    for i in range(n):
+        for col in range(width):
+            stage[i, col] = S[i, col] + half * k2[i, col]
+    reduced_field(stage, model, d_head, beta, weighting, scratch, k3)
+
+    # Fourth stage, at S + dt k3.
+    for i in range(n):
+        for col in range(width):
+            stage[i, col] = S[i, col] + dt * k3[i, col]
+    reduced_field(stage, model, d_head, beta, weighting, scratch, k4)
+
+    # Combine the stages.
     sixth = dt / 6.0
+    for i in range(n):
+        for col in range(width):
+            increment = k1[i, col] + 2.0 * k2[i, col] + 2.0 * k3[i, col] + k4[i, col]
+            S[i, col] += sixth * increment
+
+    # Normalise every token in the model dimension: ||a e + W c|| = 1.
+    for i in range(n):
+        norm_squared = _gram_norm_squared(S[i, 0], S[i, 1:], g[i], gram, buffer)
+        inverse_norm = 1.0 / math.sqrt(norm_squared)
+        for col in range(width):
+            S[i, col] *= inverse_norm
+
+
+@njit(cache=True)
+def reduced_integrate_one(
+    X,
+    projections,
+    model,
+    d_head,
+    beta,
+    weighting,
+    dt,
+    max_steps,
+    tol,
+    checks,
+    S,
+    k1,
+    work,
+    scratch,
+):
+    """Integrate one trajectory from ``X`` (n, d) in reduced coordinates.
+
+    Overwrites ``X`` with the final state and returns (status, steps).
+    """
+    _reduced_setup(X, projections, model, S)
     below = 0
     steps = 0
     status = STATUS_MAX_STEPS
     while True:
-        speed = reduced_field(
-            S,
-            q0,
-            k0,
-            v0,
-            g,
-            query_w,
-            key_w,
-            value_w,
-            gram,
-            d_head,
-            beta,
-            weighting,
-            projected,
-            z,
-            buffer,
-            weights,
-            k1,
-        )
+        speed = reduced_field(S, model, d_head, beta, weighting, scratch, k1)
         if not speed <= FLOAT64_MAX:
             status = STATUS_NONFINITE
             break
@@ -530,93 +471,14 @@ def reduced_integrate_one(
             below = 0
         if steps >= max_steps:
             break
-
-        # Second, third and fourth stages, at S + dt/2 k1, S + dt/2 k2, S + dt k3.
-        for i in range(n):
-            for col in range(r + 1):
-                stage[i, col] = S[i, col] + half * k1[i, col]
-        reduced_field(
-            stage,
-            q0,
-            k0,
-            v0,
-            g,
-            query_w,
-            key_w,
-            value_w,
-            gram,
-            d_head,
-            beta,
-            weighting,
-            projected,
-            z,
-            buffer,
-            weights,
-            k2,
-        )
-        for i in range(n):
-            for col in range(r + 1):
-                stage[i, col] = S[i, col] + half * k2[i, col]
-        reduced_field(
-            stage,
-            q0,
-            k0,
-            v0,
-            g,
-            query_w,
-            key_w,
-            value_w,
-            gram,
-            d_head,
-            beta,
-            weighting,
-            projected,
-            z,
-            buffer,
-            weights,
-            k3,
-        )
-        for i in range(n):
-            for col in range(r + 1):
-                stage[i, col] = S[i, col] + dt * k3[i, col]
-        reduced_field(
-            stage,
-            q0,
-            k0,
-            v0,
-            g,
-            query_w,
-            key_w,
-            value_w,
-            gram,
-            d_head,
-            beta,
-            weighting,
-            projected,
-            z,
-            buffer,
-            weights,
-            k4,
-        )
-
-        # Combine the stages, then normalise every token in the model dimension.
-        for i in range(n):
-            for col in range(r + 1):
-                increment = (
-                    k1[i, col] + 2.0 * k2[i, col] + 2.0 * k3[i, col] + k4[i, col]
-                )
-                S[i, col] += sixth * increment
-        for i in range(n):
-            norm_squared = _gram_norm_squared(S[i, 0], S[i, 1:], g[i], gram, buffer)
-            inverse_norm = 1.0 / math.sqrt(norm_squared)
-            for col in range(r + 1):
-                S[i, col] *= inverse_norm
+        reduced_rk4_step(S, k1, dt, model, d_head, beta, weighting, work, scratch)
         steps += 1
 
     # Back to the model dimension: x_i = a_i e_i + W c_i.
-    for i in range(n):
+    W_t = projections[0]
+    for i in range(X.shape[0]):
         a = S[i, 0]
-        for col in range(d):
+        for col in range(X.shape[1]):
             X[i, col] *= a
         _add_product(S[i, 1:], W_t, X[i])
     return status, steps
@@ -624,14 +486,8 @@ def reduced_integrate_one(
 
 def _reduced_integrate_batch(
     X,
-    W_t,
-    query_t,
-    key_t,
-    value_t,
-    query_w,
-    key_w,
-    value_w,
-    gram,
+    projections,
+    operators,
     d_head,
     beta,
     weighting,
@@ -644,34 +500,27 @@ def _reduced_integrate_batch(
 ):
     """Integrate every initial condition of ``X`` (m, n, d) in reduced coordinates.
 
-    Same contract as `_multihead_integrate_batch`; the loop over blocks of initial
-    conditions is the only parallel one.
+    ``projections`` is as for `_reduced_setup` and ``operators`` is ``(query_w,
+    key_w, value_w, gram)``, the last four entries of the ``model`` of
+    `reduced_field`. Otherwise the contract of `_multihead_integrate_batch`.
     """
     m, n, _ = X.shape
-    r = gram.shape[0]
+    r = operators[3].shape[0]
     n_blocks = (m + BLOCK_SIZE - 1) // BLOCK_SIZE
     for block in prange(n_blocks):
         S = np.empty((n, r + 1))
         k1 = np.empty((n, r + 1))
         work = np.empty((4, n, r + 1))
-        projected = np.empty((3, n, r))
         initial = np.empty((4, n, r))
-        z = np.empty(r)
-        buffer = np.empty(r)
-        weights = np.empty(n)
+        model = (initial[0], initial[1], initial[2], initial[3]) + operators
+        scratch = (np.empty((3, n, r)), np.empty(r), np.empty(r), np.empty(n))
         start = block * BLOCK_SIZE
         stop = min(start + BLOCK_SIZE, m)
         for ic in range(start, stop):
             code, count = reduced_integrate_one(
                 X[ic],
-                W_t,
-                query_t,
-                key_t,
-                value_t,
-                query_w,
-                key_w,
-                value_w,
-                gram,
+                projections,
+                model,
                 d_head,
                 beta,
                 weighting,
@@ -682,11 +531,7 @@ def _reduced_integrate_batch(
                 S,
                 k1,
                 work,
-                projected,
-                initial,
-                z,
-                buffer,
-                weights,
+                scratch,
             )
             status[ic] = code
             steps[ic] = count
