@@ -336,7 +336,7 @@ def default_beta(checkpoint, layer: int) -> float:
     the logits ``beta x_i^T A x_j`` then have the scale of the model's own logits
     ``h_i^T A h_j``. Raises `ConfigError` for checkpoints without a forward pass.
     """
-    from basins.transformer.encoder import mean_squared_norm
+    from basins.transformer.encoder import layer_inputs, mean_squared_norm
 
     if checkpoint.architecture != "bert":
         raise ConfigError(
@@ -344,7 +344,10 @@ def default_beta(checkpoint, layer: int) -> float:
             f"{checkpoint.architecture} checkpoint, whose hidden states basins "
             f"cannot compute, so beta has no default"
         )
-    states = _checked_layer_inputs(checkpoint, [CALIBRATION_TEXT], layer)
+    try:
+        states = layer_inputs(checkpoint, [CALIBRATION_TEXT], layer)
+    except BasinsError as exc:
+        raise ConfigError(f"system.beta has no default: {exc}") from None
     beta = mean_squared_norm(states)
     logger.info(
         "system.beta = %.6g: mean squared norm of the %d hidden states entering "
