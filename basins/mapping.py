@@ -327,9 +327,6 @@ def run(
         Compute at most this many chunks (the first ones) and stop; `resume`
         computes the rest.
 
-    With ``sampling.initial = 'tokens'`` the model's token states are computed here,
-    once, and stored in the atlas as ``initial_state``; the tasks read them from it.
-
     Returns
     -------
     RunSummary
@@ -341,6 +338,11 @@ def run(
         If ``path`` exists and ``overwrite`` is false.
     ConfigError
         If an execution setting is invalid.
+
+    Notes
+    -----
+    With ``sampling.initial = 'tokens'`` the model's token states are computed here,
+    once, and stored in the atlas as ``initial_state``; the tasks read them from it.
     """
     execution = execution or Execution()
     config.check_step_size(stacklevel=2)
