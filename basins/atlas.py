@@ -150,7 +150,12 @@ def check_target(
 
 
 def create_atlas(
-    path: str | Path, config: Config, *, overwrite: bool = False, token: str | None = None
+    path: str | Path,
+    config: Config,
+    *,
+    overwrite: bool = False,
+    token: str | None = None,
+    initial_state: np.ndarray | None = None,
 ) -> None:
     """Create an empty atlas for ``config`` at ``path``.
 
@@ -165,6 +170,9 @@ def create_atlas(
         than an atlas (or the remains of an unfinished creation) is never removed.
     token : str, optional
         Token of the caller's writer lock on ``path`` (`basins.lock.acquire`).
+    initial_state : numpy.ndarray, optional
+        Initial conditions that no seed regenerates (such as a model's token
+        states), shape ``(n_initial, n_tokens, dim)``; stored as ``initial_state``.
 
     Raises
     ------
@@ -173,6 +181,8 @@ def create_atlas(
         atlas.
     AtlasInUseError
         If another process holds the writer lock of ``path``.
+    ValueError
+        If ``initial_state`` does not have the shape of the sampling.
 
     Notes
     -----
@@ -194,6 +204,11 @@ def create_atlas(
 
     sampling = config.sampling
     system = config.system
+    expected = (sampling.n_initial, system.n_tokens, system.dim)
+    if initial_state is not None and initial_state.shape != expected:
+        raise ValueError(
+            f"initial_state has shape {initial_state.shape}: expected {expected}"
+        )
     for name, (dtype, fill_value, trailing) in PER_IC_ARRAYS.items():
         extra = {"token": system.n_tokens, "component": system.dim}
         group.create_array(
@@ -218,6 +233,15 @@ def create_atlas(
             "finalized": False,
         }
     )
+    if initial_state is not None:
+        group.create_array(
+            "initial_state",
+            shape=expected,
+            chunks=(sampling.chunk_size, system.n_tokens, system.dim),
+            dtype="float64",
+            fill_value=float("nan"),
+            dimension_names=("ic", "token", "component"),
+        )[...] = initial_state
     logger.debug("created atlas %s with %d chunks", path, sampling.n_chunks)
 
 
@@ -296,6 +320,23 @@ def _stored_config(group: zarr.Group, path: Path) -> Config:
         return Config.from_dict(group.attrs["config"], name=group.attrs.get("name", ""))
     except (KeyError, ConfigError) as exc:
         raise AtlasError(f"atlas {str(path)!r} stores an invalid configuration: {exc}") from None
+
+
+def read_initial_state(path: str | Path, start: int, stop: int) -> np.ndarray:
+    """Return the stored initial conditions ``start .. stop-1``, ``(m, n, d)``.
+
+    Raises
+    ------
+    AtlasError
+        If the atlas stores no initial conditions.
+    """
+    group = open_store(path)
+    if "initial_state" not in group:
+        raise AtlasError(
+            f"atlas {str(path)!r} stores no initial_state, but its configuration "
+            f"asks for stored initial conditions"
+        )
+    return np.ascontiguousarray(group["initial_state"][start:stop])
 
 
 def open_store(path: str | Path, mode: str = "r") -> zarr.Group:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from basins import __version__, geometry_cli
 from basins.errors import BasinsError, ConfigError, TaskError
+from basins.transformer.cli import add_transformer_parser, command_transformer
 
 logger = logging.getLogger("basins")
 
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     examples.add_argument("--show", metavar="NAME", help="print the TOML of one example")
 
     geometry_cli.add_parsers(commands, _add_execution_options)
+    add_transformer_parser(commands)
     return parser
 
 
@@ -542,6 +544,7 @@ COMMANDS = {
     "unlock": _command_unlock,
     "examples": _command_examples,
     **geometry_cli.COMMANDS,
+    "transformer": command_transformer,
 }
 
 

