@@ -176,10 +176,10 @@ def create_atlas(
     Notes
     -----
     Call it while holding the writer lock; the lock file is kept when an old atlas
-    is cleared. The root attributes are written last, so an
-    interrupted creation never looks like an atlas. Every chunk of the
-    per-initial-condition arrays carries a CRC-32C checksum, so a damaged chunk
-    fails to decode instead of returning wrong values.
+    is cleared. The root attributes are written last, so an interrupted creation
+    never looks like an atlas. Every chunk of the per-initial-condition arrays
+    carries a CRC-32C checksum, so a damaged chunk fails to decode instead of
+    returning wrong values.
     """
     path = Path(path)
     check_target(path, overwrite=overwrite, token=token)
@@ -236,13 +236,22 @@ def _codec_problems(name: str, array: zarr.Array) -> list[str]:
     return []
 
 
+# What zarr raises on unreadable metadata (zarr.json): json.JSONDecodeError and
+# zarr's metadata errors are ValueErrors, missing or mistyped fields raise
+# KeyError or TypeError.
+METADATA_ERRORS = (ValueError, TypeError, KeyError)
+
+
 def catalog_codec_problems(group: zarr.Group) -> list[str]:
-    """Return the catalog arrays that use codecs outside `SAFE_CODECS`."""
-    if "catalog" not in group:
-        return []
+    """Return the catalog arrays that use codecs outside `SAFE_CODECS`.
+
+    Unreadable catalog metadata is reported as a problem too.
+    """
     try:
+        if "catalog" not in group:
+            return []
         catalog_arrays = list(group["catalog"].arrays())
-    except (ValueError, TypeError) as exc:
+    except METADATA_ERRORS as exc:
         return [f"the catalog has invalid metadata: {exc}"]
     problems = []
     for name, array in catalog_arrays:
@@ -266,7 +275,7 @@ def metadata_problems(group: zarr.Group, config: Config) -> list[str]:
         except KeyError:
             problems.append(f"array {name!r} is missing")
             continue
-        except (ValueError, TypeError) as exc:
+        except METADATA_ERRORS as exc:
             problems.append(f"array {name!r} has invalid metadata: {exc}")
             continue
         if not isinstance(array, zarr.Array):
@@ -458,6 +467,20 @@ def chunk_problems(group: zarr.Group, config: Config) -> dict[int, str]:
             if problem is not None:
                 problems[chunk] = problem
     return problems
+
+
+def discard_damaged_catalog(path: str | Path) -> bool:
+    """Remove a catalog whose metadata is unreadable or unsafe; return whether it was.
+
+    The catalog holds only what `finalize` derives from the per-initial-condition
+    arrays, so the next `finalize` rebuilds it. Only with the writer lock held.
+    """
+    problems = catalog_codec_problems(open_store(path))
+    if not problems:
+        return False
+    logger.warning("the catalog of %s is damaged (%s); it will be rebuilt", path, problems[0])
+    storage.remove_entry(Path(path) / "catalog")
+    return True
 
 
 def reset_chunk(group: zarr.Group, config: Config, chunk: int) -> None:
@@ -712,13 +735,16 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
         If the atlas has no catalog yet (no chunk has been finalized).
     """
     group = open_store(path)
+    unsafe = catalog_codec_problems(group)
+    if unsafe:
+        raise AtlasError(
+            f"atlas {str(path)!r} is invalid: {unsafe[0]}; 'basins resume {path}' "
+            f"rebuilds the catalog"
+        )
     if "catalog" not in group:
         raise AtlasError(
             f"atlas {str(path)!r} has no catalog yet; run 'basins resume {path}'"
         )
-    unsafe = catalog_codec_problems(group)
-    if unsafe:
-        raise AtlasError(f"atlas {str(path)!r} is invalid: {unsafe[0]}")
     catalog = group["catalog"]
     try:
         labels = catalog.attrs["label"]

@@ -415,6 +415,7 @@ def resume(
     with lock.acquire(path, "resume") as writer:
         storage.check_links(path)
         storage.remove_leftovers(path)
+        atlas.discard_damaged_catalog(path)
         config = atlas.read_config(path)
         chunks = _select(atlas.pending_chunks(path, reset_damaged=True), max_chunks)
         storage.check_free_space(

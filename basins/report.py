@@ -10,6 +10,7 @@ import numpy as np
 
 from basins import atlas
 from basins.config import RK4_STABILITY_LIMIT
+from basins.errors import AtlasError
 from basins.kernels import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_PENDING
 
 # Two-sided 95% quantile of the standard normal distribution.
@@ -68,8 +69,15 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
     up to one.
     """
     group = atlas.open_store(path)
-    status = group["status"][:]
-    steps = group["steps"][:]
+    try:
+        status = group["status"][:]
+        steps = group["steps"][:]
+    except atlas.DECODE_ERRORS as exc:
+        raise AtlasError(
+            f"atlas {str(path)!r} has damaged chunks ({type(exc).__name__}: {exc}); "
+            f"'basins verify {path}' lists them and 'basins resume {path}' recomputes "
+            f"them"
+        ) from None
     total = len(status)
     rows = []
     for entry in atlas.read_catalog(path):

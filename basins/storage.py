@@ -185,15 +185,19 @@ def remove_leftovers(root: str | Path) -> int:
     return len(leftovers)
 
 
+def remove_entry(entry: Path) -> None:
+    """Remove a file, a link or a directory tree, never following links."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
+
+
 def clear_directory(path: str | Path, *, keep: Callable[[str], bool]) -> None:
     """Remove everything in directory ``path`` except the entries that ``keep`` names.
 
     Links are removed, never followed, so nothing outside ``path`` is touched.
     """
     for entry in Path(path).iterdir():
-        if keep(entry.name):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+        if not keep(entry.name):
+            remove_entry(entry)
