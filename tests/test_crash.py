@@ -273,3 +273,38 @@ def test_truncated_last_chunk_is_recomputed(workload, tmp_path, caplog):
     assert "chunk 4 of" in caplog.text
     assert "is damaged" in caplog.text
     assert_same_atlas(path, reference)
+
+
+# Runs the command line with the size of written files limited (RLIMIT_FSIZE), so
+# that writing a chunk fails with EFBIG as it would with a full disk.
+LIMITED_CLI = (
+    "import resource, runpy, signal, sys\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))\n"
+    "sys.argv = ['basins', *sys.argv[1:]]\n"
+    "runpy.run_module('basins.cli', run_name='__main__')\n"
+)
+
+
+def test_failed_write_stops_cleanly(workload, tmp_path):
+    """A chunk write that the file system refuses ends the run with one error line."""
+    config, reference, _ = workload
+    path = tmp_path / "atlas.zarr"
+    bigger_chunks = tmp_path / "system.toml"
+    bigger_chunks.write_text(config.read_text().replace(
+        f"chunk_size = {CHUNK_SIZE}", "chunk_size = 400"
+    ))
+    result = subprocess.run(
+        [sys.executable, "-c", LIMITED_CLI, "-q", "run", str(bigger_chunks), "--out",
+         str(path), "--cluster", "synchronous", "--no-progress"],
+        capture_output=True, text=True, timeout=WAIT_SECONDS,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "File too large" in result.stderr
+    assert f"continue with 'basins resume {path}'" in result.stderr
+    assert read_lock(path) is None
+    assert pending_chunks(path) == [0, 1, 2]
+
+    run_to_end(cli("resume", str(path), "--cluster", "synchronous"))
+    assert_same_atlas(path, reference, same_chunking=False)
