@@ -101,9 +101,9 @@ def _is_atlas(path: Path) -> bool:
 def _unfinished(path: Path) -> bool:
     """Return whether ``path`` contains an atlas whose creation never completed.
 
-    `create_atlas` writes the root attributes last, under the writer lock; a
-    directory with a lock file and no such attributes is the remains of a run that
-    stopped while creating it, and contains no results.
+    `create_atlas` writes the root attributes last, under the writer lock. A
+    directory with a lock file and no such attributes is therefore the remains of a
+    run that stopped while creating it, and contains no results.
     """
     return lock.lock_path(path).exists() and not _is_atlas(path)
 
@@ -129,9 +129,12 @@ def check_target(
     if not path.exists():
         return
     if not path.is_dir():
-        raise AtlasError(f"{str(path)!r} exists and is not a directory; choose another path")
+        raise AtlasError(
+            f"{str(path)!r} exists and is not a directory; choose another path"
+        )
     holder = lock.read_lock(path)
-    if holder is not None and holder.token != token and holder.is_running() is not False:
+    foreign = holder is not None and holder.token != token
+    if foreign and holder.is_running() is not False:
         raise AtlasInUseError(lock.in_use_message(path, holder))
     if _is_atlas(path):
         if not overwrite:
@@ -149,7 +152,11 @@ def check_target(
 
 
 def create_atlas(
-    path: str | Path, config: Config, *, overwrite: bool = False, token: str | None = None
+    path: str | Path,
+    config: Config,
+    *,
+    overwrite: bool = False,
+    token: str | None = None,
 ) -> None:
     """Create an empty atlas for ``config`` at ``path``.
 
@@ -236,8 +243,8 @@ def _codec_problems(name: str, array: zarr.Array) -> list[str]:
     return []
 
 
-# What zarr raises on unreadable metadata (zarr.json): json.JSONDecodeError and
-# zarr's metadata errors are ValueErrors, missing or mistyped fields raise
+# Exceptions that zarr raises on unreadable metadata (zarr.json). JSONDecodeError
+# and zarr's metadata errors are ValueErrors; missing or mistyped fields raise
 # KeyError or TypeError.
 METADATA_ERRORS = (ValueError, TypeError, KeyError)
 
@@ -303,7 +310,9 @@ def _stored_config(group: zarr.Group, path: Path) -> Config:
     try:
         return Config.from_dict(group.attrs["config"], name=group.attrs.get("name", ""))
     except (KeyError, ConfigError) as exc:
-        raise AtlasError(f"atlas {str(path)!r} stores an invalid configuration: {exc}") from None
+        raise AtlasError(
+            f"atlas {str(path)!r} stores an invalid configuration: {exc}"
+        ) from None
 
 
 def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
@@ -402,7 +411,10 @@ def _content_problem(values: dict[str, np.ndarray], config: Config) -> str | Non
         return f"status holds invalid codes {sorted(set(status[invalid].tolist()))}"
     converged = status == STATUS_CONVERGED
     if np.any((values["local_label"] >= 0) != converged):
-        return "local_label is set where the status is not converged, or missing where it is"
+        return (
+            "local_label is set where the status is not converged, or missing where "
+            "it is"
+        )
     steps = values["steps"]
     max_steps = config.integration.max_steps
     if np.any((steps < 0) | (steps > max_steps)):
@@ -462,7 +474,7 @@ def chunk_problems(group: zarr.Group, config: Config) -> dict[int, str]:
                 problem = chunk_problem(group, config, chunk)
             else:
                 lo, hi = chunk_bounds(config, chunk)
-                part = {name: array[lo - start : hi - start] for name, array in values.items()}
+                part = {name: a[lo - start : hi - start] for name, a in values.items()}
                 problem = _content_problem(part, config)
             if problem is not None:
                 problems[chunk] = problem
@@ -478,7 +490,9 @@ def discard_damaged_catalog(path: str | Path) -> bool:
     problems = catalog_codec_problems(open_store(path))
     if not problems:
         return False
-    logger.warning("the catalog of %s is damaged (%s); it will be rebuilt", path, problems[0])
+    logger.warning(
+        "the catalog of %s is damaged (%s); it will be rebuilt", path, problems[0]
+    )
     storage.remove_entry(Path(path) / "catalog")
     return True
 
@@ -515,7 +529,8 @@ def pending_chunks(path: str | Path, *, reset_damaged: bool = False) -> list[int
         if problem == NOT_COMPUTED:
             continue
         logger.warning(
-            "chunk %d of %s is damaged (%s); it counts as pending and will be recomputed",
+            "chunk %d of %s is damaged (%s); it counts as pending and will be "
+            "recomputed",
             chunk,
             path,
             problem,

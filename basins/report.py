@@ -115,7 +115,9 @@ def nonfinite_note(path: str | Path, rows: list[FractionRow]) -> str | None:
     The hint gives the step that is safe by the RK4 stability estimate of the
     stored configuration (`basins.config.Config.check_step_size`).
     """
-    count = sum(row.count for row in rows if row.id is None and row.class_name == "nonfinite")
+    count = sum(
+        row.count for row in rows if row.id is None and row.class_name == "nonfinite"
+    )
     if count == 0:
         return None
     config = atlas.read_config(path)

@@ -62,7 +62,9 @@ def atlas_bytes(config: Config, n_chunks: int | None = None) -> int:
     else:
         n_ics = min(n_chunks * sampling.chunk_size, sampling.n_initial)
     per_ic = SCALAR_BYTES_PER_IC + 8 * system.n_tokens * system.dim
-    return n_ics * per_ic + n_chunks * FILES_PER_CHUNK * FILE_BLOCK_BYTES + METADATA_BYTES
+    return (
+        n_ics * per_ic + n_chunks * FILES_PER_CHUNK * FILE_BLOCK_BYTES + METADATA_BYTES
+    )
 
 
 def _format_bytes(count: float) -> str:
