@@ -102,9 +102,9 @@ def _is_atlas(path: Path) -> bool:
 def _unfinished(path: Path) -> bool:
     """Return whether ``path`` contains an atlas whose creation never completed.
 
-    `create_atlas` writes the root attributes last, under the writer lock; a
-    directory with a lock file and no such attributes is the remains of a run that
-    stopped while creating it, and contains no results.
+    `create_atlas` writes the root attributes last, under the writer lock. A
+    directory with a lock file and no such attributes is therefore the remains of a
+    run that stopped while creating it, and contains no results.
     """
     return lock.lock_path(path).exists() and not _is_atlas(path)
 
@@ -130,9 +130,12 @@ def check_target(
     if not path.exists():
         return
     if not path.is_dir():
-        raise AtlasError(f"{str(path)!r} exists and is not a directory; choose another path")
+        raise AtlasError(
+            f"{str(path)!r} exists and is not a directory; choose another path"
+        )
     holder = lock.read_lock(path)
-    if holder is not None and holder.token != token and holder.is_running() is not False:
+    foreign = holder is not None and holder.token != token
+    if foreign and holder.is_running() is not False:
         raise AtlasInUseError(lock.in_use_message(path, holder))
     if _is_atlas(path):
         if not overwrite:
@@ -187,10 +190,10 @@ def create_atlas(
     Notes
     -----
     Call it while holding the writer lock; the lock file is kept when an old atlas
-    is cleared. The root attributes are written last, so an
-    interrupted creation never looks like an atlas. Every chunk of the
-    per-initial-condition arrays carries a CRC-32C checksum, so a damaged chunk
-    fails to decode instead of returning wrong values.
+    is cleared. The root attributes are written last, so an interrupted creation
+    never looks like an atlas. Every chunk of the per-initial-condition arrays
+    carries a CRC-32C checksum, so a damaged chunk fails to decode instead of
+    returning wrong values.
     """
     path = Path(path)
     check_target(path, overwrite=overwrite, token=token)
@@ -261,13 +264,22 @@ def _codec_problems(name: str, array: zarr.Array) -> list[str]:
     return []
 
 
+# Exceptions that zarr raises on unreadable metadata (zarr.json). JSONDecodeError
+# and zarr's metadata errors are ValueErrors; missing or mistyped fields raise
+# KeyError or TypeError.
+METADATA_ERRORS = (ValueError, TypeError, KeyError)
+
+
 def catalog_codec_problems(group: zarr.Group) -> list[str]:
-    """Return the catalog arrays that use codecs outside `SAFE_CODECS`."""
-    if "catalog" not in group:
-        return []
+    """Return the catalog arrays that use codecs outside `SAFE_CODECS`.
+
+    Unreadable catalog metadata is reported as a problem too.
+    """
     try:
+        if "catalog" not in group:
+            return []
         catalog_arrays = list(group["catalog"].arrays())
-    except (ValueError, TypeError) as exc:
+    except METADATA_ERRORS as exc:
         return [f"the catalog has invalid metadata: {exc}"]
     problems = []
     for name, array in catalog_arrays:
@@ -291,7 +303,7 @@ def metadata_problems(group: zarr.Group, config: Config) -> list[str]:
         except KeyError:
             problems.append(f"array {name!r} is missing")
             continue
-        except (ValueError, TypeError) as exc:
+        except METADATA_ERRORS as exc:
             problems.append(f"array {name!r} has invalid metadata: {exc}")
             continue
         if not isinstance(array, zarr.Array):
@@ -319,7 +331,9 @@ def _stored_config(group: zarr.Group, path: Path) -> Config:
     try:
         return Config.from_dict(group.attrs["config"], name=group.attrs.get("name", ""))
     except (KeyError, ConfigError) as exc:
-        raise AtlasError(f"atlas {str(path)!r} stores an invalid configuration: {exc}") from None
+        raise AtlasError(
+            f"atlas {str(path)!r} stores an invalid configuration: {exc}"
+        ) from None
 
 
 def read_initial_state(path: str | Path, start: int, stop: int) -> np.ndarray:
@@ -435,7 +449,10 @@ def _content_problem(values: dict[str, np.ndarray], config: Config) -> str | Non
         return f"status holds invalid codes {sorted(set(status[invalid].tolist()))}"
     converged = status == STATUS_CONVERGED
     if np.any((values["local_label"] >= 0) != converged):
-        return "local_label is set where the status is not converged, or missing where it is"
+        return (
+            "local_label is set where the status is not converged, or missing where "
+            "it is"
+        )
     steps = values["steps"]
     max_steps = config.integration.max_steps
     if np.any((steps < 0) | (steps > max_steps)):
@@ -495,11 +512,27 @@ def chunk_problems(group: zarr.Group, config: Config) -> dict[int, str]:
                 problem = chunk_problem(group, config, chunk)
             else:
                 lo, hi = chunk_bounds(config, chunk)
-                part = {name: array[lo - start : hi - start] for name, array in values.items()}
+                part = {name: a[lo - start : hi - start] for name, a in values.items()}
                 problem = _content_problem(part, config)
             if problem is not None:
                 problems[chunk] = problem
     return problems
+
+
+def discard_damaged_catalog(path: str | Path) -> bool:
+    """Remove a catalog whose metadata is unreadable or unsafe; return whether it was.
+
+    The catalog holds only what `finalize` derives from the per-initial-condition
+    arrays, so the next `finalize` rebuilds it. Only with the writer lock held.
+    """
+    problems = catalog_codec_problems(open_store(path))
+    if not problems:
+        return False
+    logger.warning(
+        "the catalog of %s is damaged (%s); it will be rebuilt", path, problems[0]
+    )
+    storage.remove_entry(Path(path) / "catalog")
+    return True
 
 
 def reset_chunk(group: zarr.Group, config: Config, chunk: int) -> None:
@@ -534,7 +567,8 @@ def pending_chunks(path: str | Path, *, reset_damaged: bool = False) -> list[int
         if problem == NOT_COMPUTED:
             continue
         logger.warning(
-            "chunk %d of %s is damaged (%s); it counts as pending and will be recomputed",
+            "chunk %d of %s is damaged (%s); it counts as pending and will be "
+            "recomputed",
             chunk,
             path,
             problem,
@@ -763,13 +797,16 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
         If the atlas has no catalog yet (no chunk has been finalized).
     """
     group = open_store(path)
+    unsafe = catalog_codec_problems(group)
+    if unsafe:
+        raise AtlasError(
+            f"atlas {str(path)!r} is invalid: {unsafe[0]}; 'basins resume {path}' "
+            f"rebuilds the catalog"
+        )
     if "catalog" not in group:
         raise AtlasError(
             f"atlas {str(path)!r} has no catalog yet; run 'basins resume {path}'"
         )
-    unsafe = catalog_codec_problems(group)
-    if unsafe:
-        raise AtlasError(f"atlas {str(path)!r} is invalid: {unsafe[0]}")
     catalog = group["catalog"]
     try:
         labels = catalog.attrs["label"]

@@ -616,7 +616,16 @@ def main(argv: list[str] | None = None) -> int:
     except BasinsError as exc:
         _print_error(exc)
         return EXIT_USAGE
-    except (TaskError, OSError) as exc:
+    except TaskError as exc:
+        _print_error(exc)
+        return EXIT_FAILURE
+    except OSError as exc:
+        atlas = getattr(args, "out", None) or getattr(args, "atlas", None)
+        if args.command in ("run", "resume") and atlas is not None:
+            exc = OSError(
+                f"{exc}; finished chunks are stored: fix the cause, then continue with "
+                f"'basins resume {atlas}'"
+            )
         _print_error(exc)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -118,10 +118,11 @@ def _show_key(key: Any) -> str:
 
 def _check_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    invalid = f"{key} = {_show(value)} is invalid: expected an integer {allowed}"
     if not _is_int(value):
-        raise ConfigError(f"{key} = {_show(value)} is invalid: expected an integer {allowed}")
+        raise ConfigError(invalid)
     if value < minimum or (maximum is not None and value > maximum):
-        raise ConfigError(f"{key} = {_show(value)} is invalid: expected an integer {allowed}")
+        raise ConfigError(invalid)
     return int(value)
 
 
@@ -138,7 +139,9 @@ def _to_float(key: str, value: Any) -> float:
 def _check_real(key: str, value: Any, *, minimum: float, strict: bool) -> float:
     rule = f"> {minimum}" if strict else f">= {minimum}"
     if not _is_real(value):
-        raise ConfigError(f"{key} = {_show(value)} is invalid: expected a finite number {rule}")
+        raise ConfigError(
+            f"{key} = {_show(value)} is invalid: expected a finite number {rule}"
+        )
     value = _to_float(key, value)
     if not math.isfinite(value):
         raise ConfigError(f"{key} = {value!r} is invalid: expected a finite number {rule}")
@@ -186,8 +189,8 @@ def _real_entries(key: str, values: Any, shape: tuple[int, ...]) -> np.ndarray:
         lengths = sorted({len(row) for row in rows})
         if len(shape) == 2 and len(lengths) > 1:
             raise ConfigError(
-                f"{key} is invalid: its rows have different lengths {lengths}; expected "
-                f"{shape[0]} rows of {shape[1]} numbers"
+                f"{key} is invalid: its rows have different lengths {lengths}; "
+                f"expected {shape[0]} rows of {shape[1]} numbers"
             )
         for i, row in enumerate(rows):
             for j, entry in enumerate(row):
@@ -207,7 +210,8 @@ def _real_entries(key: str, values: Any, shape: tuple[int, ...]) -> np.ndarray:
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
         index = "".join(f"[{i}]" for i in bad)
         raise ConfigError(
-            f"{key}{index} = {float(array[bad])!r} is invalid: every entry must be finite"
+            f"{key}{index} = {float(array[bad])!r} is invalid: every entry must be "
+            f"finite"
         )
     return array
 
@@ -224,11 +228,13 @@ def spectral_norm(key: str, matrix: np.ndarray) -> float:
     ConfigError
         If the matrix has a non-finite entry or its norm overflows.
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        try:
-            norm = float(np.linalg.norm(matrix, 2)) if np.all(np.isfinite(matrix)) else math.inf
-        except np.linalg.LinAlgError:
-            norm = math.inf
+    norm = math.inf
+    if np.all(np.isfinite(matrix)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                norm = float(np.linalg.norm(matrix, 2))
+            except np.linalg.LinAlgError:
+                pass  # the SVD did not converge, which overflow can cause
     if not math.isfinite(norm):
         raise ConfigError(
             f"{key} is invalid: its entries are too large for float64 arithmetic "
@@ -359,8 +365,8 @@ class System:
         beta = _check_real("system.beta", self.beta, minimum=0.0, strict=False)
         if not isinstance(self.weighting, str) or self.weighting not in WEIGHTINGS:
             raise ConfigError(
-                f"system.weighting = {_show(self.weighting)} is invalid: expected one of "
-                f"{', '.join(WEIGHTINGS)}"
+                f"system.weighting = {_show(self.weighting)} is invalid: expected one "
+                f"of {', '.join(WEIGHTINGS)}"
             )
         object.__setattr__(self, "n_tokens", n_tokens)
         object.__setattr__(self, "dim", dim)
@@ -600,8 +606,9 @@ class Config:
             raise ConfigError(
                 f"sampling.chunk_size = {chunk_size} is invalid for system.n_tokens = "
                 f"{self.system.n_tokens}, system.dim = {self.system.dim}: the final "
-                f"states of one chunk would take {chunk_size * state_bytes / 2**30:.3g} "
-                f"GiB, and the limit is {MAX_CHUNK_BYTES / 2**30:g} GiB; {remedy}"
+                f"states of one chunk would take "
+                f"{chunk_size * state_bytes / 2**30:.3g} GiB, and the limit is "
+                f"{MAX_CHUNK_BYTES / 2**30:g} GiB; {remedy}"
             )
         tokens = self.sampling.initial == "tokens"
         if tokens and not hasattr(self.system, "token_states"):

@@ -3,9 +3,9 @@
 The lock is the file ``ATLAS/.basins-lock``, a JSON object naming its holder: host
 name and boot id, process id and that process's start time, the command, the UTC time
 the lock was taken and a random token. It is created with a hard link from a complete
-temporary file, which fails if the lock exists, so a lock file is never seen half
-written and two processes can never both hold it (``link`` is atomic on local file
-systems and on NFS).
+temporary file, and the link fails if the lock exists. So a lock file is never seen
+half written, and two processes can never both hold it, because ``link`` is atomic on
+local file systems and on NFS.
 
 Each task of a run receives the token and calls `check_writer` right before it
 writes its chunk. The check fails, and the task writes nothing, when the lock no
@@ -160,8 +160,8 @@ def _guard(path: Path) -> Iterator[None]:
 
     Without it two processes that both find a stale lock could each remove it, the
     second removing the fresh lock of the first. Some network file systems refuse
-    ``flock`` on a directory; the lock changes then go unguarded, which leaves that
-    race open only for two processes that find the same stale lock at once.
+    ``flock`` on a directory. The lock changes then go unguarded, so two processes
+    that find the same stale lock at the same moment can still race.
     """
     import fcntl
 
@@ -401,5 +401,6 @@ def check_writer(path: str | Path, token: str) -> None:
 
 def is_lock_file(name: str) -> bool:
     """Return whether a file name in an atlas belongs to the lock (or its temporary)."""
-    return name == LOCK_NAME or (name.startswith(f"{LOCK_NAME}.") and name.endswith(".tmp"))
-
+    return name == LOCK_NAME or (
+        name.startswith(f"{LOCK_NAME}.") and name.endswith(".tmp")
+    )

@@ -124,6 +124,21 @@ def compute_chunk(
     }
 
 
+def _check_scheduler_address(address: Any) -> None:
+    """Raise `ConfigError` unless ``address`` parses as a Dask scheduler address."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        _, location = parse_address(address)
+        if not location.startswith("["):  # an IPv6 literal is checked on connecting
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"scheduler = {address!r} is invalid ({exc}): expected an address such as "
+            f"tcp://10.0.0.1:8786"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Execution:
     """Where the tasks run.
@@ -162,6 +177,8 @@ class Execution:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} = {value!r} is invalid: expected an integer >= 1")
+        if self.scheduler is not None:
+            _check_scheduler_address(self.scheduler)
 
     def local_layout(self) -> tuple[int, int]:
         """Return (workers, Numba threads per worker) for a local cluster.
@@ -518,6 +535,7 @@ def resume(
     with lock.acquire(path, "resume") as writer:
         storage.check_links(path)
         storage.remove_leftovers(path)
+        atlas.discard_damaged_catalog(path)
         config = atlas.read_config(path)
         chunks = _select(atlas.pending_chunks(path, reset_damaged=True), max_chunks)
         storage.check_free_space(

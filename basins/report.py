@@ -10,6 +10,7 @@ import numpy as np
 
 from basins import atlas
 from basins.config import RK4_STABILITY_LIMIT
+from basins.errors import AtlasError
 from basins.kernels import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_PENDING
 
 # Two-sided 95% quantile of the standard normal distribution.
@@ -77,8 +78,15 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
     the atlas is unfinished.
     """
     group = atlas.open_store(path)
-    status = group["status"][:]
-    steps = group["steps"][:]
+    try:
+        status = group["status"][:]
+        steps = group["steps"][:]
+    except atlas.DECODE_ERRORS as exc:
+        raise AtlasError(
+            f"atlas {str(path)!r} has damaged chunks ({type(exc).__name__}: {exc}); "
+            f"'basins verify {path}' lists them and 'basins resume {path}' recomputes "
+            f"them"
+        ) from None
     total = len(status)
     rows = []
     for entry in atlas.read_catalog(path):
@@ -118,7 +126,9 @@ def nonfinite_note(path: str | Path, rows: list[FractionRow]) -> str | None:
     The hint gives the step that is safe by the RK4 stability estimate of the
     stored configuration (`basins.config.Config.check_step_size`).
     """
-    count = sum(row.count for row in rows if row.id is None and row.class_name == "nonfinite")
+    count = sum(
+        row.count for row in rows if row.id is None and row.class_name == "nonfinite"
+    )
     if count == 0:
         return None
     config = atlas.read_config(path)

@@ -62,7 +62,9 @@ def atlas_bytes(config: Config, n_chunks: int | None = None) -> int:
     else:
         n_ics = min(n_chunks * sampling.chunk_size, sampling.n_initial)
     per_ic = SCALAR_BYTES_PER_IC + 8 * system.n_tokens * system.dim
-    return n_ics * per_ic + n_chunks * FILES_PER_CHUNK * FILE_BLOCK_BYTES + METADATA_BYTES
+    return (
+        n_ics * per_ic + n_chunks * FILES_PER_CHUNK * FILE_BLOCK_BYTES + METADATA_BYTES
+    )
 
 
 def _format_bytes(count: float) -> str:
@@ -185,15 +187,19 @@ def remove_leftovers(root: str | Path) -> int:
     return len(leftovers)
 
 
+def remove_entry(entry: Path) -> None:
+    """Remove a file, a link or a directory tree, never following links."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
+
+
 def clear_directory(path: str | Path, *, keep: Callable[[str], bool]) -> None:
     """Remove everything in directory ``path`` except the entries that ``keep`` names.
 
     Links are removed, never followed, so nothing outside ``path`` is touched.
     """
     for entry in Path(path).iterdir():
-        if keep(entry.name):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+        if not keep(entry.name):
+            remove_entry(entry)

@@ -41,7 +41,9 @@ class Verification:
         return not self.problems
 
 
-def _chunk_lines(verification: Verification, problems: dict[int, str], path: Path) -> None:
+def _chunk_lines(
+    verification: Verification, problems: dict[int, str], path: Path
+) -> None:
     damaged = {c: p for c, p in problems.items() if p != atlas.NOT_COMPUTED}
     not_computed = sorted(c for c, p in problems.items() if p == atlas.NOT_COMPUTED)
     verification.chunks_damaged = sorted(damaged)
@@ -67,14 +69,16 @@ def _read_whole(group: zarr.Group, name: str, problems: list[str]) -> np.ndarray
     try:
         return group[name][:]
     except atlas.DECODE_ERRORS as exc:
-        problems.append(f"array {name!r} cannot be decoded ({type(exc).__name__}: {exc})")
+        problems.append(
+            f"array {name!r} cannot be decoded ({type(exc).__name__}: {exc})"
+        )
         return None
 
 
 def _catalog_problems(
     group: zarr.Group, config: Config, status: np.ndarray, path: Path
 ) -> list[str]:
-    """Compare the catalog with the per-initial-condition ``attractor`` and ``class``."""
+    """Compare the catalog with the per-IC arrays ``attractor`` and ``class``."""
     problems: list[str] = []
     attractor = _read_whole(group, "attractor", problems)
     class_code = _read_whole(group, "class", problems)
@@ -114,7 +118,9 @@ def _catalog_problems(
         return problems
     bad_classes = (class_code < CLASS_NONE) | (class_code >= len(CLASS_NAMES))
     if bad_classes.any():
-        problems.append(f"class holds invalid codes at {int(bad_classes.sum())} initial conditions")
+        problems.append(
+            f"class holds invalid codes at {int(bad_classes.sum())} initial conditions"
+        )
 
     counts = np.bincount(attractor[attractor >= 0], minlength=k)
     for i in np.flatnonzero(counts != columns["count"]):

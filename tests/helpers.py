@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import tomllib
 from pathlib import Path
 
 import zarr
 
+from basins import Config
 from basins.atlas import PER_IC_ARRAYS
 
 # Root attributes that legitimately differ between two runs of one configuration.
@@ -28,7 +31,36 @@ def multistable_toml(n_initial: int, chunk_size: int, seed: int = 9) -> str:
     )
 
 
-def atlas_fingerprint(path: str | Path, *, same_chunking: bool = True) -> dict[str, bytes]:
+def multistable_config(n_initial: int, chunk_size: int, seed: int = 9) -> Config:
+    """Return the multistable system with the given sampling as a `Config`."""
+    return Config.from_dict(
+        tomllib.loads(multistable_toml(n_initial, chunk_size, seed))
+    )
+
+
+def synchronous_run(config: str | Path, path: str | Path, *options: str) -> list[str]:
+    """Return the arguments of a quiet synchronous ``basins run`` of ``config``."""
+    return [
+        "-q",
+        "run",
+        str(config),
+        "--out",
+        str(path),
+        "--cluster",
+        "synchronous",
+        "--no-progress",
+        *options,
+    ]
+
+
+def command(*arguments: str) -> list[str]:
+    """Return the command that runs ``basins`` with ``arguments`` in a new process."""
+    return [sys.executable, "-m", "basins.cli", *arguments]
+
+
+def atlas_fingerprint(
+    path: str | Path, *, same_chunking: bool = True
+) -> dict[str, bytes]:
     """Return the bytes of every per-IC array, every catalog array and the attributes.
 
     The root attributes that name the creation time and software versions are left
@@ -43,9 +75,13 @@ def atlas_fingerprint(path: str | Path, *, same_chunking: bool = True) -> dict[s
     catalog = group["catalog"]
     for name in sorted(catalog.array_keys()):
         parts[f"catalog/{name}"] = catalog[name][:].tobytes()
-    parts["catalog attributes"] = json.dumps(dict(catalog.attrs), sort_keys=True).encode()
+    parts["catalog attributes"] = json.dumps(
+        dict(catalog.attrs), sort_keys=True
+    ).encode()
     if same_chunking:
-        root = {k: v for k, v in group.attrs.items() if k not in RUN_SPECIFIC_ATTRIBUTES}
+        root = {
+            k: v for k, v in group.attrs.items() if k not in RUN_SPECIFIC_ATTRIBUTES
+        }
         parts["root attributes"] = json.dumps(root, sort_keys=True).encode()
     return parts
 
@@ -53,7 +89,7 @@ def atlas_fingerprint(path: str | Path, *, same_chunking: bool = True) -> dict[s
 def assert_same_atlas(
     first: str | Path, second: str | Path, *, same_chunking: bool = True
 ) -> None:
-    """Assert that two atlases agree in every per-IC array, the catalog and attributes."""
+    """Assert that two atlases agree in every per-IC array, catalog and attribute."""
     left = atlas_fingerprint(first, same_chunking=same_chunking)
     right = atlas_fingerprint(second, same_chunking=same_chunking)
     assert sorted(left) == sorted(right), "the atlases have different arrays"
@@ -68,7 +104,10 @@ def file_snapshot(path: str | Path) -> dict[str, tuple[int, str]]:
         for name in files:
             file = Path(directory) / name
             data = file.read_bytes()
-            snapshot[str(file.relative_to(path))] = (len(data), hashlib.sha256(data).hexdigest())
+            snapshot[str(file.relative_to(path))] = (
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+            )
     return snapshot
 
 

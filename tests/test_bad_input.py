@@ -15,13 +15,12 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import file_snapshot, multistable_toml
+from helpers import command, file_snapshot, multistable_toml, synchronous_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,8 +52,12 @@ ALLOWED = {
 # The valid starting point: 3 tokens in R^3, 8 initial conditions.
 BASE = {
     "system": {
-        "n_tokens": 3, "dim": 3, "beta": 1.0, "weighting": "softmax",
-        "Q": "identity", "K": {"diagonal": [1.0, 0.5, -3.0]},
+        "n_tokens": 3,
+        "dim": 3,
+        "beta": 1.0,
+        "weighting": "softmax",
+        "Q": "identity",
+        "K": {"diagonal": [1.0, 0.5, -3.0]},
         "V": {"diagonal": [1.0, 0.5, -3.0]},
     },
     "integration": {"dt": 0.05, "max_steps": 200, "tol": 1e-7, "checks": 3},
@@ -67,8 +70,13 @@ TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 DATES = st.dates(min_value=datetime.date(1, 1, 1))
 FLOATS = st.floats(allow_nan=True, allow_infinity=True)
 HUGE_INTS = st.integers(min_value=-(10**40), max_value=10**40)
-NOT_NUMBERS = st.one_of(TEXT, st.booleans(), DATES, st.lists(st.integers(), max_size=3),
-                        st.dictionaries(TEXT, st.integers(), max_size=2))
+NOT_NUMBERS = st.one_of(
+    TEXT,
+    st.booleans(),
+    DATES,
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(TEXT, st.integers(), max_size=2),
+)
 NOT_INTEGERS = st.one_of(NOT_NUMBERS, FLOATS)
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 
@@ -101,7 +109,9 @@ def toml_document(tables: dict) -> str:
     lines = []
     for section, table in tables.items():
         lines.append(f"[{json.dumps(section)}]")
-        lines.extend(f"{json.dumps(key)} = {toml_value(value)}" for key, value in table.items())
+        lines.extend(
+            f"{json.dumps(key)} = {toml_value(value)}" for key, value in table.items()
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -119,21 +129,38 @@ def wrong_type(draw):
         section = draw(st.sampled_from(sorted(REAL_KEYS)))
         return [(section, draw(st.sampled_from(REAL_KEYS[section])), draw(NOT_NUMBERS))]
     if kind == "weighting":
-        value = draw(st.one_of(TEXT.filter(lambda t: t not in {"softmax", "unnormalized",
-                                                             "oja"}), HUGE_INTS, FLOATS))
+        value = draw(
+            st.one_of(
+                TEXT.filter(lambda t: t not in {"softmax", "unnormalized", "oja"}),
+                HUGE_INTS,
+                FLOATS,
+            )
+        )
         return [("system", "weighting", value)]
     matrix = draw(st.sampled_from(MATRICES))
-    value = draw(st.one_of(
-        HUGE_INTS, FLOATS, st.booleans(), DATES, TEXT.filter(lambda t: t != "identity"),
-        st.lists(st.lists(st.one_of(TEXT, st.booleans()), min_size=3, max_size=3),
-                 min_size=3, max_size=3),
-        st.lists(st.floats(-5, 5), min_size=9, max_size=9),
-        st.fixed_dictionaries({"diagonal": NOT_NUMBERS}),
-        st.fixed_dictionaries({"identity": st.one_of(st.just(False), HUGE_INTS, TEXT)}),
-        st.fixed_dictionaries({"random_symmetric": st.one_of(FLOATS, TEXT,
-                                                             st.integers(max_value=-1))}),
-        st.just({}),
-    ))
+    value = draw(
+        st.one_of(
+            HUGE_INTS,
+            FLOATS,
+            st.booleans(),
+            DATES,
+            TEXT.filter(lambda t: t != "identity"),
+            st.lists(
+                st.lists(st.one_of(TEXT, st.booleans()), min_size=3, max_size=3),
+                min_size=3,
+                max_size=3,
+            ),
+            st.lists(st.floats(-5, 5), min_size=9, max_size=9),
+            st.fixed_dictionaries({"diagonal": NOT_NUMBERS}),
+            st.fixed_dictionaries(
+                {"identity": st.one_of(st.just(False), HUGE_INTS, TEXT)}
+            ),
+            st.fixed_dictionaries(
+                {"random_symmetric": st.one_of(FLOATS, TEXT, st.integers(max_value=-1))}
+            ),
+            st.just({}),
+        )
+    )
     return [("system", matrix, value)]
 
 
@@ -150,7 +177,13 @@ def non_finite(draw):
         spectrum[draw(st.integers(0, 2))] = bad
         return [("system", draw(st.sampled_from(MATRICES)), {"diagonal": spectrum})]
     if kind == "scale":
-        return [("system", draw(st.sampled_from(MATRICES)), {"identity": True, "scale": bad})]
+        return [
+            (
+                "system",
+                draw(st.sampled_from(MATRICES)),
+                {"identity": True, "scale": bad},
+            )
+        ]
     section = draw(st.sampled_from(sorted(REAL_KEYS)))
     return [(section, draw(st.sampled_from(REAL_KEYS[section])), bad)]
 
@@ -162,17 +195,26 @@ def huge_beta(draw):
     With Q = I and K = diag(1, 0.5, -3), ||Q^T K||_2 = 3.
     """
     limit = MAX_UNNORMALIZED_EXPONENT / 3.0
-    beta = draw(st.one_of(st.floats(min_value=limit * 1.001, max_value=1e308),
-                          st.integers(min_value=int(limit) + 1, max_value=10**400)))
-    return [("system", "weighting", "unnormalized"), ("system", "K", {"diagonal":
-            [1.0, 0.5, -3.0]}), ("system", "Q", "identity"), ("system", "beta", beta)]
+    beta = draw(
+        st.one_of(
+            st.floats(min_value=limit * 1.001, max_value=1e308),
+            st.integers(min_value=int(limit) + 1, max_value=10**400),
+        )
+    )
+    return [
+        ("system", "weighting", "unnormalized"),
+        ("system", "K", {"diagonal": [1.0, 0.5, -3.0]}),
+        ("system", "Q", "identity"),
+        ("system", "beta", beta),
+    ]
 
 
 @st.composite
 def bad_size(draw):
     choices = {
         ("system", "n_tokens"): st.integers(max_value=0) | st.integers(min_value=65537),
-        ("system", "dim"): st.integers(max_value=1) | st.integers(min_value=MAX_DIM + 1),
+        ("system", "dim"): st.integers(max_value=1)
+        | st.integers(min_value=MAX_DIM + 1),
         ("integration", "max_steps"): st.integers(max_value=0),
         ("integration", "checks"): st.integers(max_value=0),
         ("sampling", "n_initial"): st.integers(max_value=0)
@@ -184,7 +226,8 @@ def bad_size(draw):
         ("system", "beta"): st.floats(max_value=-1e-300),
         ("classification", "cluster_tol"): st.floats(max_value=0.0)
         | st.floats(min_value=1.0),
-        ("classification", "shape_tol"): st.floats(max_value=0.0) | st.floats(min_value=1.0),
+        ("classification", "shape_tol"): st.floats(max_value=0.0)
+        | st.floats(min_value=1.0),
     }
     section, key = draw(st.sampled_from(sorted(choices)))
     return [(section, key, draw(choices[(section, key)]))]
@@ -193,8 +236,10 @@ def bad_size(draw):
 @st.composite
 def absurd_n_initial(draw):
     """Valid as a configuration, but petabytes of atlas: the disk check rejects it."""
-    return [("sampling", "n_initial", draw(st.integers(10**15, MAX_INITIAL_CONDITIONS))),
-            ("sampling", "chunk_size", draw(st.integers(1, 10**6)))]
+    return [
+        ("sampling", "n_initial", draw(st.integers(10**15, MAX_INITIAL_CONDITIONS))),
+        ("sampling", "chunk_size", draw(st.integers(1, 10**6))),
+    ]
 
 
 @st.composite
@@ -208,8 +253,14 @@ def unknown_key(draw):
     return [(section, key, value)]
 
 
-MUTATIONS = st.one_of(wrong_type(), non_finite(), huge_beta(), bad_size(),
-                      absurd_n_initial(), unknown_key())
+MUTATIONS = st.one_of(
+    wrong_type(),
+    non_finite(),
+    huge_beta(),
+    bad_size(),
+    absurd_n_initial(),
+    unknown_key(),
+)
 
 
 @st.composite
@@ -226,13 +277,27 @@ def bad_documents(draw) -> bytes:
 @st.composite
 def malformed_documents(draw) -> bytes:
     valid = toml_document(BASE)
-    kind = draw(st.sampled_from(["garbage line", "unterminated", "bytes", "nesting",
-                                 "duplicate"]))
+    kind = draw(
+        st.sampled_from(
+            ["garbage line", "unterminated", "bytes", "nesting", "duplicate"]
+        )
+    )
     if kind == "garbage line":
         lines = valid.splitlines()
         position = draw(st.integers(0, len(lines)))
-        junk = draw(st.sampled_from(["= =", "[system", "beta = ", "x = [1, 2", "]]",
-                                     "n_tokens = 3 4", "key value"]))
+        junk = draw(
+            st.sampled_from(
+                [
+                    "= =",
+                    "[system",
+                    "beta = ",
+                    "x = [1, 2",
+                    "]]",
+                    "n_tokens = 3 4",
+                    "key value",
+                ]
+            )
+        )
         return "\n".join([*lines[:position], junk, *lines[position:]]).encode()
     if kind == "unterminated":
         return (valid + 'weighting2 = "softmax\n').encode()
@@ -241,8 +306,11 @@ def malformed_documents(draw) -> bytes:
     if kind == "nesting":
         depth = draw(st.integers(2000, 20000))
         return (valid + "deep = " + "[" * depth + "]" * depth + "\n").encode()
-    return (valid + '"n_tokens" = 3\n').encode().replace(b"[\"integration\"]",
-                                                         b"[\"system\"]", 1)
+    return (
+        (valid + '"n_tokens" = 3\n')
+        .encode()
+        .replace(b'["integration"]', b'["system"]', 1)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -251,9 +319,7 @@ def existing_atlas(tmp_path_factory) -> Path:
     config = folder / "good.toml"
     config.write_text(multistable_toml(n_initial=40, chunk_size=20))
     path = folder / "existing.zarr"
-    status = main(["-q", "run", str(config), "--out", str(path), "--cluster",
-                   "synchronous", "--no-progress"])
-    assert status == 0
+    assert main(synchronous_run(config, path)) == 0
     return path
 
 
@@ -273,7 +339,9 @@ def assert_one_clear_error(status: int, err: str) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(document=st.one_of(bad_documents(), malformed_documents()), new_path=st.booleans())
+@given(
+    document=st.one_of(bad_documents(), malformed_documents()), new_path=st.booleans()
+)
 def test_bad_configuration_is_rejected(existing_atlas, document, new_path):
     folder = existing_atlas.parent
     config = folder / "bad.toml"
@@ -281,8 +349,18 @@ def test_bad_configuration_is_rejected(existing_atlas, document, new_path):
     target = folder / "new.zarr" if new_path else existing_atlas
     before = file_snapshot(existing_atlas)
 
-    status, err = run_cli(["run", str(config), "--out", str(target), "--overwrite",
-                           "--cluster", "synchronous", "--no-progress"])
+    status, err = run_cli(
+        [
+            "run",
+            str(config),
+            "--out",
+            str(target),
+            "--overwrite",
+            "--cluster",
+            "synchronous",
+            "--no-progress",
+        ]
+    )
     assert_one_clear_error(status, err)
     assert file_snapshot(existing_atlas) == before
     assert not (folder / "new.zarr").exists()
@@ -291,9 +369,23 @@ def test_bad_configuration_is_rejected(existing_atlas, document, new_path):
 scalars = st.one_of(st.none(), st.booleans(), HUGE_INTS, FLOATS, TEXT, DATES)
 nested = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["diagonal", "identity", "scale", "spectral_norm",
-                                       "random_symmetric", "rows"]), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "diagonal",
+                    "identity",
+                    "scale",
+                    "spectral_norm",
+                    "random_symmetric",
+                    "rows",
+                ]
+            ),
+            children,
+            max_size=3,
+        )
+    ),
     max_leaves=10,
 )
 
@@ -350,10 +442,9 @@ def test_bad_configuration_in_a_real_process(case, tmp_path):
     document, message = SUBPROCESS_CASES[case]
     config = tmp_path / "bad.toml"
     config.write_bytes(document)
+    out = tmp_path / "atlas.zarr"
     result = subprocess.run(
-        [sys.executable, "-m", "basins.cli", "run", str(config), "--out",
-         str(tmp_path / "atlas.zarr")],
-        capture_output=True, text=True, check=False,
+        command("run", str(config), "--out", str(out)), capture_output=True, text=True
     )
     assert_one_clear_error(result.returncode, result.stderr)
     assert message in result.stderr
@@ -369,10 +460,18 @@ def test_atlas_larger_than_the_disk_is_refused(tmp_path, small_config):
     assert not (tmp_path / "atlas.zarr").exists()
 
 
+@pytest.mark.parametrize("address", ["foo", "tcp://host-without-port", "tcp://h:port"])
+def test_bad_scheduler_address(address, tmp_path, capsys):
+    out = tmp_path / "atlas.zarr"
+    status = main(["run", "example:oja", "--out", str(out), "--scheduler", address])
+    assert_one_clear_error(status, capsys.readouterr().err)
+    assert not (tmp_path / "atlas.zarr").exists()
+
+
 def test_output_path_below_a_file(tmp_path, capsys):
     (tmp_path / "file").write_text("")
-    status = main(["run", "example:oja", "--out", str(tmp_path / "file" / "atlas.zarr"),
-                   "--cluster", "synchronous"])
+    out = tmp_path / "file" / "atlas.zarr"
+    status = main(["run", "example:oja", "--out", str(out), "--cluster", "synchronous"])
     assert_one_clear_error(status, capsys.readouterr().err)
 
 
@@ -388,8 +487,7 @@ def test_nonfinite_trajectories_are_counted_and_reported(tmp_path, capsys):
     with warnings.catch_warnings():
         # The command line prints the warning instead of raising it.
         warnings.simplefilter("default", StepSizeWarning)
-        status = main(["-q", "run", str(config), "--out", str(path), "--cluster",
-                       "synchronous", "--no-progress"])
+        status = main(synchronous_run(config, path))
     assert status == 0
     captured = capsys.readouterr()
 

@@ -61,7 +61,9 @@ def cluster_options(local: bool) -> list[str]:
 def run_to_end(command: list[str]) -> float:
     """Run a command to completion, assert success, return its wall time."""
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=WAIT_SECONDS)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=WAIT_SECONDS
+    )
     assert result.returncode == 0, result.stderr
     return time.monotonic() - started
 
@@ -73,13 +75,17 @@ def workload(tmp_path_factory):
     config = folder / "system.toml"
     config.write_text(multistable_toml(n_initial=N_INITIAL, chunk_size=CHUNK_SIZE))
     reference = folder / "reference.zarr"
-    run(load_config(config), reference,
-        execution=Execution(cluster="synchronous", numba_threads=1, progress=False))
+    run(
+        load_config(config),
+        reference,
+        execution=Execution(cluster="synchronous", numba_threads=1, progress=False),
+    )
     durations = {}
     for local in (False, True):
         path = folder / f"timing-{local}.zarr"
-        durations[local] = run_to_end(cli("run", str(config), "--out", str(path),
-                                          *cluster_options(local)))
+        durations[local] = run_to_end(
+            cli("run", str(config), "--out", str(path), *cluster_options(local))
+        )
         assert_same_atlas(path, reference)
     return config, reference, durations
 
@@ -106,7 +112,7 @@ def finished_chunk_digests(path: Path) -> dict[Path, str]:
 
 
 def newest_complete_chunk_file(path: Path, name: str) -> Path | None:
-    """Return the newest chunk file of array ``name`` that belongs to a complete chunk."""
+    """Return the newest file of array ``name`` that belongs to a complete chunk."""
     pending = set(pending_chunks(path))
     files = [
         file
@@ -157,10 +163,12 @@ def test_driver_killed_at_random_moments(workload, tmp_path):
             if is_atlas(path):
                 command = cli("resume", str(path), *cluster_options(local))
             else:
-                command = cli("run", str(config), "--out", str(path),
-                              *cluster_options(local))
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE, text=True)
+                command = cli(
+                    "run", str(config), "--out", str(path), *cluster_options(local)
+                )
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
             delay = rng.uniform(0.0, durations[local])
             finish = kills >= DRIVER_KILLS or campaign_kills >= MAX_KILLS_PER_CAMPAIGN
             try:
@@ -168,7 +176,9 @@ def test_driver_killed_at_random_moments(workload, tmp_path):
             except subprocess.TimeoutExpired:
                 if finish:
                     process.kill()
-                    pytest.fail(f"seed {seed}: {command} did not end in {WAIT_SECONDS} s")
+                    pytest.fail(
+                        f"seed {seed}: {command} did not end in {WAIT_SECONDS} s"
+                    )
             else:
                 assert process.returncode == 0, f"seed {seed}: {err}"
                 finished_runs += 1
@@ -213,22 +223,36 @@ def test_driver_killed_at_random_moments(workload, tmp_path):
 
 
 def test_worker_killed_mid_task(workload, tmp_path):
-    """SIGKILL workers of an existing scheduler while they compute; the run completes."""
+    """SIGKILL workers of an existing scheduler mid-task; the run still completes."""
     from distributed import Client, LocalCluster
 
     config, reference, _ = workload
     path = tmp_path / "atlas.zarr"
     kills = 0
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
-            Client(cluster.scheduler_address) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        Client(cluster.scheduler_address) as client,
+    ):
 
         def executing_chunks(dask_worker):
             return [str(task.key) for task in dask_worker.state.executing]
 
         driver = subprocess.Popen(
-            cli("run", str(config), "--out", str(path), "--scheduler",
-                cluster.scheduler_address, "--threads", "1"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cli(
+                "run",
+                str(config),
+                "--out",
+                str(path),
+                "--scheduler",
+                cluster.scheduler_address,
+                "--threads",
+                "1",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + WAIT_SECONDS
         while kills < WORKER_KILLS and driver.poll() is None:
@@ -238,7 +262,9 @@ def test_worker_killed_mid_task(workload, tmp_path):
                 for address, keys in client.run(executing_chunks).items()
                 if any(key.startswith("basins-chunk-") for key in keys)
             ]
-            written = len(list((path / "status" / "c").glob("*"))) if path.exists() else 0
+            written = (
+                len(list((path / "status" / "c").glob("*"))) if path.exists() else 0
+            )
             if busy and written > kills:
                 pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
                 os.kill(pid, signal.SIGKILL)
@@ -273,3 +299,51 @@ def test_truncated_last_chunk_is_recomputed(workload, tmp_path, caplog):
     assert "chunk 4 of" in caplog.text
     assert "is damaged" in caplog.text
     assert_same_atlas(path, reference)
+
+
+# Runs the command line with the size of written files limited (RLIMIT_FSIZE), so
+# that writing a chunk fails with EFBIG as it would with a full disk.
+LIMITED_CLI = (
+    "import resource, runpy, signal, sys\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))\n"
+    "sys.argv = ['basins', *sys.argv[1:]]\n"
+    "runpy.run_module('basins.cli', run_name='__main__')\n"
+)
+
+
+def test_failed_write_stops_cleanly(workload, tmp_path):
+    """A chunk write that the file system refuses ends the run with one error line."""
+    config, reference, _ = workload
+    path = tmp_path / "atlas.zarr"
+    bigger_chunks = tmp_path / "system.toml"
+    bigger_chunks.write_text(
+        config.read_text().replace(f"chunk_size = {CHUNK_SIZE}", "chunk_size = 400")
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LIMITED_CLI,
+            "-q",
+            "run",
+            str(bigger_chunks),
+            "--out",
+            str(path),
+            "--cluster",
+            "synchronous",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "File too large" in result.stderr
+    assert f"continue with 'basins resume {path}'" in result.stderr
+    assert read_lock(path) is None
+    assert pending_chunks(path) == [0, 1, 2]
+
+    run_to_end(cli("resume", str(path), "--cluster", "synchronous"))
+    assert_same_atlas(path, reference, same_chunking=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from helpers import assert_same_atlas
+from helpers import assert_same_atlas, multistable_config
 
 from basins import Execution, run
 from basins.mapping import available_cores
@@ -34,12 +34,15 @@ CASES = {
     "synchronous 2 threads chunk 37": Case("synchronous", 37, threads=2),
     "synchronous 1 thread chunk 600": Case("synchronous", 600),
     "synchronous 1 thread chunk 7": Case("synchronous", 7),
-    "local 1 worker 2 threads chunk 64": Case("local", 64, workers=1, threads=2,
-                                              marks=(pytest.mark.slow,)),
-    "local 2 workers 1 thread chunk 100": Case("local", 100, workers=2,
-                                               marks=(pytest.mark.slow,)),
-    "scheduler 2 workers chunk 37": Case("scheduler", 37, workers=2,
-                                         marks=(pytest.mark.slow,)),
+    "local 1 worker 2 threads chunk 64": Case(
+        "local", 64, workers=1, threads=2, marks=(pytest.mark.slow,)
+    ),
+    "local 2 workers 1 thread chunk 100": Case(
+        "local", 100, workers=2, marks=(pytest.mark.slow,)
+    ),
+    "scheduler 2 workers chunk 37": Case(
+        "scheduler", 37, workers=2, marks=(pytest.mark.slow,)
+    ),
 }
 
 
@@ -47,24 +50,17 @@ CASES = {
 def reference(tmp_path_factory, small_config_module):
     small_config = small_config_module
     path = tmp_path_factory.mktemp("determinism") / "reference.zarr"
-    run(small_config, path, execution=Execution(cluster="synchronous", numba_threads=1,
-                                                progress=False))
+    run(
+        small_config,
+        path,
+        execution=Execution(cluster="synchronous", numba_threads=1, progress=False),
+    )
     return small_config, path
 
 
 @pytest.fixture(scope="module")
 def small_config_module():
-    from basins import Classification, Config, Integration, Sampling, System
-
-    return Config(
-        system=System(
-            n_tokens=4, dim=3, beta=2.0,
-            K={"diagonal": [1.0, 0.5, -3.0]}, V={"diagonal": [1.0, 0.5, -3.0]},
-        ),
-        integration=Integration(dt=0.05, max_steps=5000, tol=1e-7),
-        sampling=Sampling(n_initial=600, seed=3, chunk_size=100),
-        classification=Classification(),
-    )
+    return multistable_config(n_initial=600, chunk_size=100, seed=3)
 
 
 @pytest.mark.parametrize(
@@ -80,13 +76,21 @@ def test_result_is_independent_of_execution(name, reference, tmp_path):
     if case.cluster == "scheduler":
         from distributed import LocalCluster
 
-        with LocalCluster(n_workers=case.workers, threads_per_worker=1,
-                          dashboard_address=None) as cluster:
-            execution = Execution(scheduler=cluster.scheduler_address,
-                                  numba_threads=case.threads, progress=False)
+        with LocalCluster(
+            n_workers=case.workers, threads_per_worker=1, dashboard_address=None
+        ) as cluster:
+            execution = Execution(
+                scheduler=cluster.scheduler_address,
+                numba_threads=case.threads,
+                progress=False,
+            )
             run(config, path, execution=execution)
     else:
-        execution = Execution(cluster=case.cluster, n_workers=case.workers,
-                              numba_threads=case.threads, progress=False)
+        execution = Execution(
+            cluster=case.cluster,
+            n_workers=case.workers,
+            numba_threads=case.threads,
+            progress=False,
+        )
         run(config, path, execution=execution)
     assert_same_atlas(path, reference_path, same_chunking=case.chunk_size == 100)

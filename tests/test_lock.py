@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import zarr
-from helpers import file_snapshot, multistable_toml
+from helpers import command, file_snapshot, multistable_toml, synchronous_run
 
 from basins import Execution, load_config, resume, run
 from basins.atlas import create_atlas, pending_chunks
@@ -58,15 +58,12 @@ def wait_for(condition, what: str) -> None:
 
 
 def start_long_run(tmp_path, stderr):
-    """Start a 'basins run' of 400 chunks in a real process; return once it is locked."""
+    """Start a 'basins run' of 400 chunks in a real process; return once locked."""
     config = tmp_path / "system.toml"
     config.write_text(multistable_toml(n_initial=40000, chunk_size=100))
     path = tmp_path / "atlas.zarr"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "basins.cli", "-q", "run", str(config), "--out",
-         str(path), "--cluster", "synchronous", "--threads", "1", "--no-progress"],
-        stderr=stderr, text=True,
-    )
+    arguments = synchronous_run(config, path, "--threads", "1")
+    process = subprocess.Popen(command(*arguments), stderr=stderr, text=True)
     try:
         wait_for(lambda: (path / "zarr.json").exists() and read_lock(path), "the lock")
     except AssertionError:
@@ -135,7 +132,9 @@ def test_lock_of_another_host_needs_force(tmp_path, capsys):
     foreign = dataclasses.replace(current_holder("run"), host="node-elsewhere")
     write_lock(tmp_path, foreign)
     assert foreign.is_running() is None
-    with pytest.raises(AtlasInUseError, match="cannot check whether a process on another"):
+    with pytest.raises(
+        AtlasInUseError, match="cannot check whether a process on another"
+    ):
         acquire(tmp_path, "resume")
     with pytest.raises(AtlasInUseError, match="--force"):
         unlock(tmp_path)
@@ -211,7 +210,9 @@ def test_live_holder_refuses_then_stale_lock_resumes(tmp_path, capsys):
     try:
         assert main(["-q", "resume", str(path), "--cluster", "synchronous"]) == 2
         err = capsys.readouterr().err
-        assert f"is in use by process {process.pid} on host {socket.gethostname()}" in err
+        assert (
+            f"is in use by process {process.pid} on host {socket.gethostname()}" in err
+        )
         assert "(basins run, started " in err
         assert main(["-q", "run", str(config), "--out", str(path), "--overwrite"]) == 2
         assert f"process {process.pid}" in capsys.readouterr().err
@@ -219,9 +220,8 @@ def test_live_holder_refuses_then_stale_lock_resumes(tmp_path, capsys):
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert read_lock(path).pid == process.pid
-    status = main(["-q", "resume", str(path), "--cluster", "synchronous", "--no-progress",
-                   "--max-chunks", "2"])
-    assert status == 0
+    resume_arguments = ["-q", "resume", str(path), "--cluster", "synchronous"]
+    assert main([*resume_arguments, "--max-chunks", "2", "--no-progress"]) == 0
     assert read_lock(path) is None
 
 
@@ -254,9 +254,12 @@ def test_cancelled_task_writes_nothing(tmp_path):
     path = tmp_path / "atlas.zarr"
     with acquire(path, "run", create=True) as held:
         create_atlas(path, config, token=held.token)
-        with LocalCluster(
-            n_workers=1, threads_per_worker=1, dashboard_address=None
-        ) as cluster, Client(cluster.scheduler_address) as observer:
+        with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=1, dashboard_address=None
+            ) as cluster,
+            Client(cluster.scheduler_address) as observer,
+        ):
 
             def executing(dask_worker):
                 return len(dask_worker.state.executing)
@@ -268,7 +271,9 @@ def test_cancelled_task_writes_nothing(tmp_path):
             wait_for(lambda: sum(observer.run(executing).values()) == 1, "the task")
             driver.close()
             del future
-            wait_for(lambda: sum(observer.run(executing).values()) == 0, "the task's end")
+            wait_for(
+                lambda: sum(observer.run(executing).values()) == 0, "the task's end"
+            )
         status = zarr.open_group(str(path), mode="r")["status"][:]
         assert np.all(status == STATUS_PENDING)
         assert not (path / "final_state" / "c").exists()

@@ -13,8 +13,18 @@ from basins import Execution, resume, run
 PACKAGE = Path(basins.__file__).parent
 
 # Modules that deserialise by running code, by default or on request.
-UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "marshal",
-                  "shelve", "joblib", "yaml", "torch"}
+UNSAFE_MODULES = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "dill",
+    "cloudpickle",
+    "marshal",
+    "shelve",
+    "joblib",
+    "yaml",
+    "torch",
+}
 
 # Built-in functions that run code given as data.
 UNSAFE_BUILTINS = {"eval", "exec", "compile", "__import__"}
@@ -29,15 +39,21 @@ def unsafe_uses(source: str) -> list[str]:
             names = [(node.module or "").split(".")[0]]
         else:
             names = []
-        found += [f"line {node.lineno}: import {n}" for n in names if n in UNSAFE_MODULES]
+        found += [
+            f"line {node.lineno}: import {n}" for n in names if n in UNSAFE_MODULES
+        ]
         if isinstance(node, ast.Call):
             function = node.func
             if isinstance(function, ast.Name) and function.id in UNSAFE_BUILTINS:
                 found.append(f"line {node.lineno}: {function.id}()")
-            if isinstance(function, ast.Attribute) and function.attr in {"load", "loads"}:
+            if isinstance(function, ast.Attribute) and function.attr in {
+                "load",
+                "loads",
+            }:
                 for keyword in node.keywords:
                     if keyword.arg == "allow_pickle" and not (
-                        isinstance(keyword.value, ast.Constant) and keyword.value.value is False
+                        isinstance(keyword.value, ast.Constant)
+                        and keyword.value.value is False
                     ):
                         found.append(f"line {node.lineno}: load(allow_pickle=...)")
     return found

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -8,10 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from helpers import assert_same_atlas, file_snapshot
+from helpers import assert_same_atlas, file_snapshot, multistable_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from basins import AtlasError, Classification, Config, Execution, Integration, Sampling
-from basins import resume, run
+from basins import (
+    AtlasError,
+    Execution,
+    resume,
+    run,
+)
 from basins.atlas import TASK_ARRAYS, pending_chunks
 from basins.cli import EXIT_INVALID_ATLAS, main
 from basins.verify import verify_atlas
@@ -23,18 +31,7 @@ DAMAGED_CHUNK = 1
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, request) -> Path:
     """A finished atlas of 200 initial conditions in 4 chunks."""
-    from basins import System
-
-    config = Config(
-        system=System(
-            n_tokens=4, dim=3, beta=2.0,
-            K={"diagonal": [1.0, 0.5, -3.0]}, V={"diagonal": [1.0, 0.5, -3.0]},
-        ),
-        integration=Integration(max_steps=5000),
-        sampling=Sampling(n_initial=200, seed=5, chunk_size=50),
-        classification=Classification(),
-        name="reference",
-    )
+    config = multistable_config(n_initial=200, chunk_size=50, seed=5)
     path = tmp_path_factory.mktemp("verify") / "reference.zarr"
     run(config, path, execution=SYNCHRONOUS)
     return path
@@ -74,8 +71,13 @@ def delete(file: Path) -> None:
     file.unlink()
 
 
-DAMAGE = {"truncated": truncate, "emptied": empty, "bit flipped": flip_bit,
-          "scrambled": scramble, "deleted": delete}
+DAMAGE = {
+    "truncated": truncate,
+    "emptied": empty,
+    "bit flipped": flip_bit,
+    "scrambled": scramble,
+    "deleted": delete,
+}
 ARRAYS = (*TASK_ARRAYS, "attractor", "class")
 
 
@@ -205,7 +207,9 @@ def test_link_out_of_the_atlas_is_refused(copy, tmp_path):
     before = file_snapshot(outside)
 
     verification = verify_atlas(copy)
-    assert any("points outside the atlas" in problem for problem in verification.problems)
+    assert any(
+        "points outside the atlas" in problem for problem in verification.problems
+    )
     with pytest.raises(AtlasError, match="symbolic link"):
         resume(copy, execution=SYNCHRONOUS)
     assert file_snapshot(outside) == before
@@ -236,3 +240,55 @@ def test_verify_of_something_else(tmp_path, capsys):
     assert "not found" in capsys.readouterr().out
     (tmp_path / "notes.txt").write_text("not an atlas")
     assert main(["verify", str(tmp_path)]) == EXIT_INVALID_ATLAS
+
+
+def damage_file(data: bytes, kind: str, position: float) -> bytes | None:
+    """Return damaged file contents (None deletes the file)."""
+    at = int(position * max(len(data) - 1, 0))
+    if kind == "truncate":
+        return data[:at]
+    if kind == "flip" and data:
+        return data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1 :]
+    if kind == "garbage json":
+        return b'{"zarr_format": 3, "node_type": [1, 2'
+    if kind == "other json":
+        return b'{"zarr_format": 3, "node_type": "array", "shape": "x"}'
+    return None
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_random_damage_never_escapes_as_a_traceback(reference, tmp_path, data):
+    """Damage any file of an atlas: verify, report and resume report it cleanly."""
+    copy = tmp_path / "copy.zarr"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(reference, copy)
+    files = sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file())
+    target = copy / data.draw(st.sampled_from(files))
+    kind = data.draw(
+        st.sampled_from(["truncate", "flip", "delete", "garbage json", "other json"])
+    )
+    damaged = damage_file(target.read_bytes(), kind, data.draw(st.floats(0, 1)))
+    if damaged is None:
+        target.unlink()
+    else:
+        target.write_bytes(damaged)
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        verified = main(["verify", str(copy)])
+        reported = main(["report", str(copy)])
+        resumed = main(
+            ["-q", "resume", str(copy), "--cluster", "synchronous", "--no-progress"]
+        )
+    assert verified in (0, EXIT_INVALID_ATLAS)
+    assert reported in (0, 2)
+    assert resumed in (0, 2)
+    if resumed == 0 and target.name != "zarr.json":
+        assert verify_atlas(copy).valid
+        assert_same_atlas(copy, reference)
