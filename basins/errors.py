@@ -24,6 +24,15 @@ class AtlasError(BasinsError):
     """An atlas store is missing, already exists, or does not match the request."""
 
 
+class ClusterError(BasinsError):
+    """A Dask cluster cannot start, never gets a worker, or loses its scheduler.
+
+    The message says what failed and what to check: the submit command, the job
+    logs, the scheduler address or the queue. Chunks that finished stay stored, and
+    ``basins resume`` computes the others.
+    """
+
+
 class BasinsWarning(UserWarning):
     """Base class of the warnings issued by basins."""
 

@@ -12,23 +12,23 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numba
 
-from basins import atlas
+from basins import atlas, clusters
 from basins.classify import Matcher, classify_states, eigenspaces
 from basins.config import Config
-from basins.errors import ConfigError
+from basins.errors import ClusterError, ConfigError
 from basins.integrate import integrate
 from basins.sampling import initial_conditions
 
 logger = logging.getLogger(__name__)
 
-CLUSTERS = ("local", "synchronous")
+CLUSTERS = ("local", "synchronous", *clusters.BATCH_SYSTEMS)
 
 
 def available_cores() -> int:
@@ -112,20 +112,27 @@ class Execution:
 
     Parameters
     ----------
-    cluster : {'local', 'synchronous'}
+    cluster : {'local', 'synchronous', 'slurm', 'pbs'}
         ``local`` starts a `distributed.LocalCluster` of worker processes;
-        ``synchronous`` runs every task in this process, one after the other.
-        Ignored when ``scheduler`` is given.
+        ``synchronous`` runs every task in this process, one after the other;
+        ``slurm`` and ``pbs`` start a Dask scheduler in this process and submit
+        worker jobs through dask-jobqueue (see `basins.clusters`). Ignored when
+        ``scheduler`` is given.
     scheduler : str, optional
-        Address of a running Dask scheduler, such as ``tcp://10.0.0.1:8786``.
+        Address of a running Dask scheduler, such as ``tcp://10.0.0.1:8786``, or
+        the path of its scheduler file (``*.json``).
     n_workers : int, optional
         Worker processes of the local cluster; by default the number of cores
         divided by ``numba_threads``.
     numba_threads : int, optional
-        Numba threads per worker (per task); default 1 for a local cluster and all
-        cores for ``synchronous``.
+        Numba threads per worker (per task); default 1 for a local cluster, all
+        cores for ``synchronous`` and ``cores // processes`` for batch jobs.
     progress : bool
         Show a progress bar on standard error.
+    cluster_options : mapping, optional
+        Settings of the batch jobs that replace the configured ones, such as
+        ``{"queue": "short", "minimum_jobs": 4, "maximum_jobs": 4}``; the keys are
+        those of `basins.clusters.JobSettings`. Only for ``slurm`` and ``pbs``.
     """
 
     cluster: str = "local"
@@ -133,6 +140,7 @@ class Execution:
     n_workers: int | None = None
     numba_threads: int | None = None
     progress: bool = True
+    cluster_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.cluster not in CLUSTERS:
@@ -144,6 +152,36 @@ class Execution:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} = {value!r} is invalid: expected an integer >= 1")
+        if not self.batch:
+            if self.cluster_options:
+                raise ConfigError(
+                    f"cluster options {', '.join(sorted(self.cluster_options))} are "
+                    f"invalid here: they apply only to cluster = 'slurm' or 'pbs' "
+                    f"without a scheduler address"
+                )
+            return
+        if self.n_workers is not None:
+            raise ConfigError(
+                f"n_workers = {self.n_workers} is invalid with cluster = "
+                f"{self.cluster!r}: set the number of jobs and the processes per job "
+                f"instead (--jobs, --processes)"
+            )
+        self.job_settings().numba_threads(self.numba_threads)
+
+    @property
+    def batch(self) -> bool:
+        """Whether the tasks run in worker jobs of a SLURM or PBS cluster."""
+        return self.scheduler is None and self.cluster in clusters.BATCH_SYSTEMS
+
+    def job_settings(self) -> clusters.JobSettings:
+        """Return the batch-job settings: the configured ones with the overrides.
+
+        Raises
+        ------
+        ConfigError
+            If an option is unknown or invalid.
+        """
+        return clusters.job_settings(self.cluster_options)
 
     def local_layout(self) -> tuple[int, int]:
         """Return (workers, Numba threads per worker) for a local cluster.
@@ -197,40 +235,22 @@ def _run_synchronous(
 def _run_distributed(
     config: Config, path: Path, chunks: list[int], execution: Execution
 ) -> int:
-    from distributed import Client, LocalCluster, as_completed
-
-    if execution.scheduler is not None:
-        cluster = None
-        client = Client(execution.scheduler)
-        threads = execution.numba_threads
-        logger.info("connected to scheduler %s", execution.scheduler)
-    else:
-        workers, threads = execution.local_layout()
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env={"NUMBA_NUM_THREADS": str(threads)},
-        )
-        client = Client(cluster)
-        logger.info(
-            "started a local cluster: %d workers x %d Numba threads", workers, threads
-        )
+    from distributed import as_completed
 
     config_data = config.to_dict()
     failures = []
+    lost = 0
     steps = 0
-    try:
+    with clusters.open_session(execution) as session:
         # Each chunk gets its own key, so no two tasks are ever merged.
         token = f"{path.resolve()}-{time.time_ns()}"
         futures = [
-            client.submit(
+            session.client.submit(
                 compute_chunk,
                 config_data,
                 str(path.resolve()),
                 chunk,
-                threads,
+                session.numba_threads,
                 key=f"basins-chunk-{chunk}-{token}",
                 pure=False,
                 retries=1,
@@ -239,16 +259,21 @@ def _run_distributed(
         ]
         with _progress_bar(len(futures), execution.progress) as bar:
             for future in as_completed(futures):
-                if future.status == "error":
+                # The client cancels every future when it loses the scheduler.
+                if future.cancelled():
+                    lost += 1
+                elif future.status == "error":
                     failures.append((future, future.exception()))
                     logger.error("task %s failed: %s", future.key, future.exception())
                 else:
                     steps += future.result()["steps"]
                 bar.update(1)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    if lost:
+        raise ClusterError(
+            f"lost the connection to the Dask scheduler with {lost} of {len(chunks)} "
+            f"chunks unfinished; the finished chunks are stored, and 'basins resume "
+            f"{path}' computes the others"
+        )
     if failures:
         _, first_error = failures[0]
         raise RuntimeError(
@@ -335,12 +360,17 @@ def run(
         If ``path`` exists and ``overwrite`` is false.
     ConfigError
         If an execution setting is invalid.
+    ClusterError
+        If the cluster cannot start or gets no worker, or if the scheduler is lost
+        before every chunk finished; the finished chunks stay stored.
     """
     execution = execution or Execution()
     config.check_step_size(stacklevel=2)
     chunks = _select(range(config.sampling.n_chunks), max_chunks)
     if execution.scheduler is None and execution.cluster == "local":
         execution.local_layout()
+    if execution.batch:
+        clusters.check_submit_command(execution.cluster)
     path = Path(path)
     atlas.create_atlas(path, config, overwrite=overwrite)
     return _compute(config, path, chunks, execution)
@@ -361,8 +391,13 @@ def resume(
     ------
     AtlasError
         If ``path`` is not an atlas.
+    ClusterError
+        If the cluster cannot start or gets no worker, or if the scheduler is lost
+        before every chunk finished; the finished chunks stay stored.
     """
     execution = execution or Execution()
+    if execution.batch:
+        clusters.check_submit_command(execution.cluster)
     path = Path(path)
     config = atlas.read_config(path)
     chunks = _select(atlas.pending_chunks(path), max_chunks)
