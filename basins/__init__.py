@@ -16,7 +16,13 @@ from basins.config import (
     System,
     load_config,
 )
-from basins.errors import AtlasError, BasinsError, BasinsWarning, ConfigError
+from basins.errors import (
+    AtlasError,
+    BasinsError,
+    BasinsWarning,
+    ClusterError,
+    ConfigError,
+)
 from basins.integrate import integrate, vector_field
 from basins.mapping import Execution, resume, run
 from basins.report import basin_fractions, wilson_interval
@@ -27,6 +33,7 @@ __all__ = [
     "BasinsError",
     "BasinsWarning",
     "Classification",
+    "ClusterError",
     "Config",
     "ConfigError",
     "Execution",

@@ -78,18 +78,33 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         help="YAML file of Dask settings, laid out like basins/clusters.yaml, that "
         "overrides the defaults and your Dask configuration",
     )
-    group.add_argument("--queue", metavar="NAME", help="SLURM partition or PBS queue [queue]")
-    group.add_argument("--account", metavar="NAME", help="account charged for the jobs [account]")
-    group.add_argument("--cores", type=int, metavar="N", help="CPU cores per job [cores]")
+
+    # Where the jobs go and what each one requests.
+    group.add_argument(
+        "--queue", metavar="NAME", help="SLURM partition or PBS queue [queue]"
+    )
+    group.add_argument(
+        "--account", metavar="NAME", help="account charged for the jobs [account]"
+    )
+    group.add_argument(
+        "--cores", type=int, metavar="N", help="CPU cores per job [cores]"
+    )
     group.add_argument(
         "--memory", metavar="SIZE", help="memory per job, such as 8GiB [memory]"
     )
     group.add_argument(
-        "--processes", type=int, metavar="N", help="worker processes per job [processes]"
+        "--processes",
+        type=int,
+        metavar="N",
+        help="worker processes per job [processes]",
     )
     group.add_argument(
-        "--walltime", metavar="TIME", help="wall-clock limit per job, HH:MM:SS [walltime]"
+        "--walltime",
+        metavar="TIME",
+        help="wall-clock limit per job, HH:MM:SS [walltime]",
     )
+
+    # How many jobs run.
     group.add_argument(
         "--jobs",
         type=int,
@@ -98,11 +113,19 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         "maximum-jobs]",
     )
     group.add_argument(
-        "--min-jobs", type=int, metavar="N", help="adaptive scaling: fewest jobs [minimum-jobs]"
+        "--min-jobs",
+        type=int,
+        metavar="N",
+        help="adaptive scaling: fewest jobs [minimum-jobs]",
     )
     group.add_argument(
-        "--max-jobs", type=int, metavar="N", help="adaptive scaling: most jobs [maximum-jobs]"
+        "--max-jobs",
+        type=int,
+        metavar="N",
+        help="adaptive scaling: most jobs [maximum-jobs]",
     )
+
+    # What runs inside a job.
     group.add_argument(
         "--job-prologue",
         action="append",
@@ -111,12 +134,17 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         "'module load python'; repeatable, appended to [job-script-prologue]",
     )
     group.add_argument(
-        "--interface", metavar="NAME", help="network interface of scheduler and workers, "
-        "such as ib0 [interface]"
+        "--interface",
+        metavar="NAME",
+        help="network interface of scheduler and workers, such as ib0 [interface]",
     )
     group.add_argument(
-        "--log-directory", metavar="DIR", help="directory of the job logs [log-directory]"
+        "--log-directory",
+        metavar="DIR",
+        help="directory of the job logs [log-directory]",
     )
+
+    # When workers retire, and how long to wait for the first one.
     group.add_argument(
         "--lifetime",
         metavar="DURATION",
@@ -230,7 +258,8 @@ def _cluster_options(args: argparse.Namespace) -> dict:
         if args.min_jobs is not None or args.max_jobs is not None:
             raise ConfigError(
                 "--jobs and --min-jobs/--max-jobs are exclusive: give --jobs N for a "
-                "fixed number of jobs, or --min-jobs and --max-jobs for adaptive scaling"
+                "fixed number of jobs, or --min-jobs and --max-jobs for adaptive "
+                "scaling"
             )
         options["minimum_jobs"] = options["maximum_jobs"] = args.jobs
     if args.job_prologue:

@@ -2,10 +2,10 @@
 worker jobs on a SLURM or PBS batch system.
 
 Batch jobs go through dask-jobqueue. Their settings (queue, cores, memory, walltime,
-number of jobs, ...) have defaults in ``clusters.yaml`` beside this module, loaded into
-``dask.config`` under ``basins.jobqueue``; a user's Dask configuration files,
-``DASK_BASINS__JOBQUEUE__*`` environment variables and explicit options override them,
-in this order (see `job_settings`).
+number of jobs and others) have defaults in ``clusters.yaml`` beside this module,
+loaded into ``dask.config`` under ``basins.jobqueue``. A user's Dask configuration
+files and ``DASK_BASINS__JOBQUEUE__*`` environment variables override the defaults,
+and explicit options override both (see `job_settings`).
 
 Every worker process runs one task at a time (one Dask thread) with a pool of
 ``cores // processes`` Numba threads, so that the Numba threads of a job never exceed
@@ -14,9 +14,9 @@ its cores. The job script exports ``NUMBA_NUM_THREADS``, ``NUMBA_THREADING_LAYER
 reads them once, at import.
 
 Workers retire before the walltime (``lifetime``), and the cluster replaces every job
-that ends, whether by lifetime, walltime, preemption or ``scancel``: a task that was
-running on a lost worker runs again elsewhere, and since a task writes whole chunks,
-with ``status`` last, the repeat gives the same bytes.
+that ends, whether by lifetime, walltime, preemption or ``scancel``. A task that was
+running on a lost worker runs again elsewhere. Since a task writes whole chunks, with
+``status`` last, the repeat writes the same bytes.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def _config_name(field_name: str) -> str:
 
 
 def _invalid(field_name: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"{_config_name(field_name)} = {value!r} is invalid: expected {expected}")
+    return ConfigError(
+        f"{_config_name(field_name)} = {value!r} is invalid: expected {expected}"
+    )
 
 
 def _is_count(value: Any, minimum: int) -> bool:
@@ -81,7 +83,7 @@ def _is_count(value: Any, minimum: int) -> bool:
 
 
 def _walltime_seconds(value: Any) -> int | None:
-    """Return the walltime in seconds; an integer (as YAML reads 01:00:00) is seconds."""
+    """Return the walltime in seconds. An integer is seconds, as YAML reads 01:00:00."""
     if value is None:
         return None
     if _is_count(value, 1):
@@ -98,7 +100,9 @@ def _walltime_seconds(value: Any) -> int | None:
     return total
 
 
-def _duration_seconds(field_name: str, value: Any, *, allow_zero: bool = False) -> float:
+def _duration_seconds(
+    field_name: str, value: Any, *, allow_zero: bool = False
+) -> float:
     try:
         seconds = parse_timedelta(value)
     except (ValueError, TypeError, KeyError):
@@ -155,8 +159,15 @@ class JobSettings:
     worker_timeout: str | float | None
 
     def __post_init__(self) -> None:
-        for name in ("queue", "account", "interface", "dashboard_address",
-                     "log_directory", "local_directory", "python"):
+        for name in (
+            "queue",
+            "account",
+            "interface",
+            "dashboard_address",
+            "log_directory",
+            "local_directory",
+            "python",
+        ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise _invalid(name, value, "a non-empty string or null")
@@ -171,7 +182,9 @@ class JobSettings:
             raise _invalid("cores", self.cores, "an integer >= 1")
         if not _is_count(self.processes, 1) or self.processes > self.cores:
             raise _invalid(
-                "processes", self.processes, f"an integer from 1 to cores = {self.cores}"
+                "processes",
+                self.processes,
+                f"an integer from 1 to cores = {self.cores}",
             )
         try:
             memory = parse_bytes(self.memory)
@@ -191,10 +204,18 @@ class JobSettings:
         walltime = _walltime_seconds(self.walltime)
         if walltime is not None:
             hours, rest = divmod(walltime, 3600)
-            object.__setattr__(self, "walltime", f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}")
+            object.__setattr__(
+                self, "walltime", f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+            )
         if not isinstance(self.lifetime_restart, bool):
             raise _invalid("lifetime_restart", self.lifetime_restart, "true or false")
-        self.lifetime_seconds()  # checks lifetime and stagger against the walltime
+        # lifetime_seconds checks the lifetime and the stagger against the walltime.
+        if self.lifetime_seconds() is None and self.lifetime_restart:
+            raise _invalid(
+                "lifetime_restart",
+                True,
+                "false when workers have no lifetime; set lifetime or walltime",
+            )
         if self.worker_timeout is not None:
             _duration_seconds("worker_timeout", self.worker_timeout)
         if self.numba_threading_layer not in THREADING_LAYERS:
@@ -216,7 +237,9 @@ class JobSettings:
             If a worker could outlive the walltime, or if the walltime is too short
             to derive a lifetime from it.
         """
-        stagger = _duration_seconds("lifetime_stagger", self.lifetime_stagger, allow_zero=True)
+        stagger = _duration_seconds(
+            "lifetime_stagger", self.lifetime_stagger, allow_zero=True
+        )
         walltime = _walltime_seconds(self.walltime)
         if self.lifetime is None:
             if walltime is None:
@@ -233,7 +256,9 @@ class JobSettings:
         lifetime = _duration_seconds("lifetime", self.lifetime)
         if stagger >= lifetime:
             raise _invalid(
-                "lifetime_stagger", self.lifetime_stagger, f"less than lifetime = {lifetime:g} s"
+                "lifetime_stagger",
+                self.lifetime_stagger,
+                f"less than lifetime = {lifetime:g} s",
             )
         if walltime is not None and lifetime + stagger >= walltime:
             raise _invalid(
@@ -269,8 +294,8 @@ class JobSettings:
         if threads > share:
             raise ConfigError(
                 f"{self.processes} worker processes x {threads} Numba threads = "
-                f"{self.processes * threads} threads exceeds the {self.cores} cores of a "
-                f"job; lower --threads or --processes, or raise --cores"
+                f"{self.processes * threads} threads exceeds the {self.cores} cores "
+                f"of a job; lower --threads or --processes, or raise --cores"
             )
         return threads
 
@@ -298,11 +323,16 @@ def job_settings(overrides: Mapping[str, Any] | None = None) -> JobSettings:
         If a key is unknown or a value is invalid.
     """
     allowed = ", ".join(name.replace("_", "-") for name in FIELD_NAMES)
-    values = {key.replace("-", "_"): value for key, value in DEFAULTS["basins"]["jobqueue"].items()}
+    values = {
+        key.replace("-", "_"): value
+        for key, value in DEFAULTS["basins"]["jobqueue"].items()
+    }
     for key, value in dask.config.get(CONFIG_KEY, default={}).items():
         name = key.replace("-", "_")
         if name not in FIELD_NAMES:
-            raise ConfigError(f"unknown key {CONFIG_KEY}.{key}: allowed keys are {allowed}")
+            raise ConfigError(
+                f"unknown key {CONFIG_KEY}.{key}: allowed keys are {allowed}"
+            )
         values[name] = value
     for key, value in (overrides or {}).items():
         name = key.replace("-", "_")
@@ -327,13 +357,16 @@ def config_file(path: str | Path) -> Iterator[None]:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cluster configuration {str(path)!r} cannot be read: {exc}") from None
+        raise ConfigError(
+            f"cluster configuration {str(path)!r} cannot be read: {exc}"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"cluster configuration {str(path)!r} is invalid: expected a YAML mapping "
-            f"such as 'basins: {{jobqueue: {{queue: debug}}}}', not a {type(data).__name__}"
+            f"such as 'basins: {{jobqueue: {{queue: debug}}}}', not a "
+            f"{type(data).__name__}"
         )
     # Leaving the block removes every key that was missing when it began, so the
     # defaults of dask-jobqueue must be loaded (by importing it) before it begins.
@@ -382,12 +415,24 @@ def _worker_arguments(settings: JobSettings) -> list[str]:
     lifetime = settings.lifetime_seconds()
     if lifetime is None:
         return []
-    stagger = _duration_seconds("lifetime_stagger", settings.lifetime_stagger, allow_zero=True)
-    restart = "--lifetime-restart" if settings.lifetime_restart else "--no-lifetime-restart"
-    return ["--lifetime", f"{lifetime:g}s", "--lifetime-stagger", f"{stagger:g}s", restart]
+    stagger = _duration_seconds(
+        "lifetime_stagger", settings.lifetime_stagger, allow_zero=True
+    )
+    restart = (
+        "--lifetime-restart" if settings.lifetime_restart else "--no-lifetime-restart"
+    )
+    return [
+        "--lifetime",
+        f"{lifetime:g}s",
+        "--lifetime-stagger",
+        f"{stagger:g}s",
+        restart,
+    ]
 
 
-def _job_keywords(system: str, settings: JobSettings, numba_threads: int) -> dict[str, Any]:
+def _job_keywords(
+    system: str, settings: JobSettings, numba_threads: int
+) -> dict[str, Any]:
     """Return the keyword arguments of dask-jobqueue's cluster and job classes.
 
     dask-jobqueue gives each worker process ``cores / processes`` Dask threads. basins
@@ -453,10 +498,14 @@ def _job_class(system: str):
         from dask_jobqueue.pbs import PBSJob
 
         return PBSJob
-    raise ConfigError(f"cluster = {system!r} is invalid: expected one of {', '.join(BATCH_SYSTEMS)}")
+    raise ConfigError(
+        f"cluster = {system!r} is invalid: expected one of {', '.join(BATCH_SYSTEMS)}"
+    )
 
 
-def job_script(system: str, settings: JobSettings, numba_threads: int | None = None) -> str:
+def job_script(
+    system: str, settings: JobSettings, numba_threads: int | None = None
+) -> str:
     """Return the job script that a worker job of ``system`` would run.
 
     Needs no batch system: the scheduler address in the script is a placeholder.
@@ -486,12 +535,15 @@ def check_submit_command(system: str) -> None:
     submit = SUBMIT_COMMANDS[system]
     if shutil.which(submit) is None:
         raise ClusterError(
-            f"--cluster {system} submits worker jobs with {submit}, which is not on PATH; "
-            f"run basins where {submit} works (a login node), or use --cluster local"
+            f"--cluster {system} submits worker jobs with {submit}, which is not on "
+            f"PATH; run basins where {submit} works (a login node), or use --cluster "
+            f"local"
         )
 
 
-def start_batch_cluster(system: str, settings: JobSettings, numba_threads: int) -> Cluster:
+def start_batch_cluster(
+    system: str, settings: JobSettings, numba_threads: int
+) -> Cluster:
     """Start a Dask scheduler here and submit worker jobs to ``system``.
 
     The jobs are kept between ``settings.minimum_jobs`` and ``settings.maximum_jobs``
@@ -517,8 +569,12 @@ def start_batch_cluster(system: str, settings: JobSettings, numba_threads: int) 
         scheduler_options=scheduler_options,
         **_job_keywords(system, settings, numba_threads),
     )
-    logger.debug("job script of the %s workers:\n%s", job_class.__name__, cluster.job_script())
-    cluster.adapt(minimum_jobs=settings.minimum_jobs, maximum_jobs=settings.maximum_jobs)
+    logger.debug(
+        "job script of the %s workers:\n%s", job_class.__name__, cluster.job_script()
+    )
+    cluster.adapt(
+        minimum_jobs=settings.minimum_jobs, maximum_jobs=settings.maximum_jobs
+    )
     logger.info(
         "scheduler %s; %s jobs of %d cores, %s, walltime %s, %d worker processes x %d "
         "Numba threads each; job logs in %s",
@@ -536,7 +592,9 @@ def start_batch_cluster(system: str, settings: JobSettings, numba_threads: int) 
     return cluster
 
 
-def wait_for_first_worker(client: Client, timeout: float | None, log_directory: str | None) -> None:
+def wait_for_first_worker(
+    client: Client, timeout: float | None, log_directory: str | None
+) -> None:
     """Block until a worker has connected, logging every minute while it waits.
 
     Raises
@@ -548,18 +606,26 @@ def wait_for_first_worker(client: Client, timeout: float | None, log_directory: 
     while True:
         waited = time.monotonic() - started
         if timeout is not None and waited >= timeout:
+            logs = log_directory or "the working directory"
             raise ClusterError(
-                f"no worker connected within {timeout:g} s; the jobs may still wait in "
-                f"the queue, or exit at start: see squeue or qstat, and the job logs in "
-                f"{log_directory or 'the working directory'}"
+                f"no worker connected within {timeout:g} s: the jobs may still wait in "
+                f"the queue, or exit at start. See squeue or qstat, and the job logs "
+                f"in {logs}"
             )
-        step = WAIT_LOG_INTERVAL if timeout is None else min(WAIT_LOG_INTERVAL, timeout - waited)
+        step = WAIT_LOG_INTERVAL
+        if timeout is not None:
+            step = min(step, timeout - waited)
         try:
             client.wait_for_workers(1, timeout=step)
         except TimeoutError:
-            logger.info("no worker has connected after %.0f s; waiting", time.monotonic() - started)
+            logger.info(
+                "no worker has connected after %.0f s; waiting",
+                time.monotonic() - started,
+            )
         else:
-            logger.info("first worker connected after %.1f s", time.monotonic() - started)
+            logger.info(
+                "first worker connected after %.1f s", time.monotonic() - started
+            )
             return
 
 
@@ -586,15 +652,38 @@ def connect(address: str) -> Client:
             return Client(scheduler_file=address)
         return Client(address)
     except OSError as exc:
-        raise ClusterError(f"cannot connect to the Dask scheduler at {address!r}: {exc}") from None
+        raise ClusterError(
+            f"cannot connect to the Dask scheduler at {address!r}: {exc}"
+        ) from None
 
 
 @dataclass(frozen=True)
 class Session:
-    """A client of a running cluster, and the Numba threads that each task uses."""
+    """A client of a running cluster, and the Numba threads that each task uses.
+
+    ``settings`` are the job settings of a batch cluster, None for other clusters.
+    """
 
     client: Client
     numba_threads: int | None
+    settings: JobSettings | None = None
+
+    def wait_for_first_worker(self) -> None:
+        """Block until a worker of a batch cluster has connected; return at once for
+        other clusters. Call it after submitting the tasks, because adaptive scaling
+        with ``minimum_jobs = 0`` submits jobs only for waiting tasks.
+
+        Raises
+        ------
+        ClusterError
+            If no worker connected within the worker timeout.
+        """
+        if self.settings is not None:
+            wait_for_first_worker(
+                self.client,
+                self.settings.worker_timeout_seconds(),
+                self.settings.log_directory,
+            )
 
 
 def _close_client(client: Client) -> None:
@@ -617,13 +706,13 @@ def _close_client(client: Client) -> None:
 def open_session(execution: Execution) -> Iterator[Session]:
     """Start or connect to the cluster that ``execution`` names; close it on exit.
 
-    Closing a batch cluster cancels its jobs.
+    Closing a batch cluster cancels its jobs. The session does not wait for workers;
+    see `Session.wait_for_first_worker`.
 
     Raises
     ------
     ClusterError
-        If the cluster cannot start, or no worker of a batch cluster connects within
-        the worker timeout.
+        If the cluster cannot start.
     ConfigError
         If the execution settings are invalid.
     """
@@ -638,6 +727,7 @@ def open_session(execution: Execution) -> Iterator[Session]:
             _close_client(client)
         return
 
+    settings = None
     if execution.cluster == "local":
         workers, threads = execution.local_layout()
         cluster = LocalCluster(
@@ -647,17 +737,15 @@ def open_session(execution: Execution) -> Iterator[Session]:
             dashboard_address=None,
             env={"NUMBA_NUM_THREADS": str(threads)},
         )
-        logger.info("started a local cluster: %d workers x %d Numba threads", workers, threads)
+        logger.info(
+            "started a local cluster: %d workers x %d Numba threads", workers, threads
+        )
     else:
         settings = execution.job_settings()
         threads = settings.numba_threads(execution.numba_threads)
         cluster = start_batch_cluster(execution.cluster, settings, threads)
     try:
         with Client(cluster) as client:
-            if execution.batch:
-                wait_for_first_worker(
-                    client, settings.worker_timeout_seconds(), settings.log_directory
-                )
-            yield Session(client, threads)
+            yield Session(client, threads, settings)
     finally:
         cluster.close()

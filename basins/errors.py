@@ -27,7 +27,7 @@ class AtlasError(BasinsError):
 class ClusterError(BasinsError):
     """A Dask cluster cannot start, never gets a worker, or loses its scheduler.
 
-    The message says what failed and what to check: the submit command, the job
+    The message names what failed and what to check: the submit command, the job
     logs, the scheduler address or the queue. Chunks that finished stay stored, and
     ``basins resume`` computes the others.
     """

@@ -257,6 +257,7 @@ def _run_distributed(
             )
             for chunk in chunks
         ]
+        session.wait_for_first_worker()
         with _progress_bar(len(futures), execution.progress) as bar:
             for future in as_completed(futures):
                 # The client cancels every future when it loses the scheduler.

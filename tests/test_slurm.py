@@ -20,20 +20,19 @@ import sys
 import time
 from pathlib import Path
 
-import dask.config
 import numba
 import numpy as np
 import pytest
 import yaml
 import zarr
+from test_mapping import assert_identical
 
 import basins
-from basins import Execution, load_config, run
+from basins import ClusterError, Execution, load_config, run
 from basins.atlas import create_atlas, pending_chunks
 from basins.clusters import open_session
 from basins.kernels import STATUS_PENDING
 from basins.mapping import compute_chunk
-from test_mapping import assert_identical
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -68,17 +67,25 @@ def _slurm_unavailable() -> str | None:
     """Return why no SLURM can take jobs here, or None when one can."""
     if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
         return "the SLURM client commands (sbatch, scontrol) are not installed"
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, check=False)
+    ping = subprocess.run(
+        ["scontrol", "ping"], capture_output=True, text=True, check=False
+    )
     if "is UP" not in ping.stdout:
         return "no SLURM controller answers 'scontrol ping'"
     states = subprocess.run(
         ["sinfo", "-h", "-p", PARTITION, "-o", "%a %T"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.split()
     if len(states) < 2 or states[0] != "up":
-        return f"partition {PARTITION!r} is missing or down (sinfo: {' '.join(states)!r})"
+        return (
+            f"partition {PARTITION!r} is missing or down (sinfo: {' '.join(states)!r})"
+        )
     if states[1] not in ("idle", "mixed", "allocated", "completing"):
-        return f"the node of partition {PARTITION!r} cannot take jobs: it is {states[1]}"
+        return (
+            f"the node of partition {PARTITION!r} cannot take jobs: it is {states[1]}"
+        )
     return None
 
 
@@ -115,7 +122,9 @@ def batch_options(tmp_path: Path, job_name: str, **changes) -> dict:
         "dashboard_address": None,
         "log_directory": str(tmp_path / "logs"),
         "worker_timeout": TIMEOUT,
-        "job_script_prologue": [f"export PYTHONPATH={shlex.quote(str(PACKAGE_PARENT))}"],
+        "job_script_prologue": [
+            f"export PYTHONPATH={shlex.quote(str(PACKAGE_PARENT))}"
+        ],
     }
     options.update(changes)
     return options
@@ -163,7 +172,9 @@ def chunks_done(path: Path) -> int:
         return 0
     pending = status == STATUS_PENDING
     return sum(
-        1 for start in range(0, len(status), size) if not pending[start : start + size].any()
+        1
+        for start in range(0, len(status), size)
+        if not pending[start : start + size].any()
     )
 
 
@@ -186,10 +197,12 @@ def medium(tmp_path_factory, slurm):
     return config_path, reference
 
 
-def test_two_worker_jobs_match_a_local_run(tmp_path, job_name, small_config):
+def test_two_jobs_match_local_run(tmp_path, job_name, small_config):
     run(small_config, tmp_path / "local.zarr", execution=Execution(progress=False))
     execution = Execution(
-        cluster="slurm", progress=False, cluster_options=batch_options(tmp_path, job_name)
+        cluster="slurm",
+        progress=False,
+        cluster_options=batch_options(tmp_path, job_name),
     )
     summary = run(small_config, tmp_path / "slurm.zarr", execution=execution)
 
@@ -202,23 +215,59 @@ def test_two_worker_jobs_match_a_local_run(tmp_path, job_name, small_config):
     assert jobs(job_name) == [], "closing the cluster left jobs in the queue"
 
 
-def test_workers_get_threads_and_node_local_cache(tmp_path, job_name, small_config):
+def test_adaptive_jobs_start_for_waiting_tasks(tmp_path, job_name, small_config):
+    options = batch_options(tmp_path, job_name, minimum_jobs=0, maximum_jobs=1)
+    execution = Execution(cluster="slurm", progress=False, cluster_options=options)
+    summary = run(small_config, tmp_path / "adaptive.zarr", execution=execution)
+
+    assert summary.chunks_pending == 0
+    assert len(job_logs(tmp_path)) >= 1
+    run(small_config, tmp_path / "local.zarr", execution=Execution(progress=False))
+    assert_identical(tmp_path / "local.zarr", tmp_path / "adaptive.zarr")
+
+
+def test_jobs_that_never_connect_time_out(tmp_path, job_name, small_config):
+    options = batch_options(
+        tmp_path, job_name, job_script_prologue=["exit 3"], worker_timeout=8
+    )
+    execution = Execution(cluster="slurm", progress=False, cluster_options=options)
+    with pytest.raises(ClusterError, match="no worker connected within 8 s"):
+        run(small_config, tmp_path / "never.zarr", execution=execution)
+
+    assert (
+        len(pending_chunks(tmp_path / "never.zarr")) == small_config.sampling.n_chunks
+    )
+    wait_until(lambda: not jobs(job_name), "the failed jobs leave the queue")
+
+
+def test_worker_threads_and_cache(tmp_path, job_name, small_config):
     """One job of 2 cores runs 2 worker processes with 1 Numba thread each."""
-    options = batch_options(tmp_path, job_name, cores=2, processes=2,
-                            minimum_jobs=1, maximum_jobs=1)
+    options = batch_options(
+        tmp_path, job_name, cores=2, processes=2, minimum_jobs=1, maximum_jobs=1
+    )
     with open_session(Execution(cluster="slurm", cluster_options=options)) as session:
         client = session.client
         client.wait_for_workers(2, timeout=TIMEOUT)
         environment = {
             name: set(client.run(os.getenv, name).values())
-            for name in ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "NUMBA_CACHE_DIR",
-                         "SLURM_JOB_ID", "SLURM_CPUS_PER_TASK")
+            for name in (
+                "NUMBA_NUM_THREADS",
+                "NUMBA_THREADING_LAYER",
+                "NUMBA_CACHE_DIR",
+                "SLURM_JOB_ID",
+                "SLURM_CPUS_PER_TASK",
+            )
         }
-        numba_threads = set(client.run(getattr, numba.config, "NUMBA_NUM_THREADS").values())
+        numba_threads = set(
+            client.run(getattr, numba.config, "NUMBA_NUM_THREADS").values()
+        )
         basins_files = set(client.run(getattr, basins, "__file__").values())
         address = client.scheduler.address
-        run(small_config, tmp_path / "slurm.zarr",
-            execution=Execution(scheduler=address, progress=False))
+        run(
+            small_config,
+            tmp_path / "slurm.zarr",
+            execution=Execution(scheduler=address, progress=False),
+        )
 
     assert session.numba_threads == 1
     assert environment["NUMBA_NUM_THREADS"] == {"1"}
@@ -243,14 +292,28 @@ def test_cancelled_worker_job_changes_nothing(tmp_path, job_name, medium):
     log = tmp_path / "driver.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            basins_command("run", str(config_path), "--out", str(atlas), "--cluster",
-                           "slurm", "--cluster-config", str(cluster_config), "--no-progress"),
-            stdout=output, stderr=subprocess.STDOUT, env=driver_environment(),
+            basins_command(
+                "run",
+                str(config_path),
+                "--out",
+                str(atlas),
+                "--cluster",
+                "slurm",
+                "--cluster-config",
+                str(cluster_config),
+                "--no-progress",
+            ),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=driver_environment(),
         )
     try:
         running = wait_until(
-            lambda: len(jobs(job_name, "R")) == 2 and chunks_done(atlas) >= 2
-            and jobs(job_name, "R"),
+            lambda: (
+                len(jobs(job_name, "R")) == 2
+                and chunks_done(atlas) >= 2
+                and jobs(job_name, "R")
+            ),
             "both worker jobs run and two chunks are stored",
         )
         victim = running[0]
@@ -267,7 +330,7 @@ def test_cancelled_worker_job_changes_nothing(tmp_path, job_name, medium):
     assert_identical(reference, atlas)
 
 
-def test_lost_cluster_is_completed_by_resume(tmp_path, job_name, medium):
+def test_lost_cluster_completed_by_resume(tmp_path, job_name, medium):
     config_path, reference = medium
     options = batch_options(tmp_path, job_name)
     atlas = tmp_path / "lost.zarr"
@@ -276,10 +339,20 @@ def test_lost_cluster_is_completed_by_resume(tmp_path, job_name, medium):
         session.client.wait_for_workers(2, timeout=TIMEOUT)
         with log.open("w") as output:
             process = subprocess.Popen(
-                basins_command("run", str(config_path), "--out", str(atlas), "--scheduler",
-                               session.client.scheduler.address, "--threads", "1",
-                               "--no-progress"),
-                stdout=output, stderr=subprocess.STDOUT, env=driver_environment(),
+                basins_command(
+                    "run",
+                    str(config_path),
+                    "--out",
+                    str(atlas),
+                    "--scheduler",
+                    session.client.scheduler.address,
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                ),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=driver_environment(),
             )
         try:
             wait_until(lambda: chunks_done(atlas) >= 4, "four chunks are stored")
@@ -301,9 +374,19 @@ def test_lost_cluster_is_completed_by_resume(tmp_path, job_name, medium):
 
     cluster_config = write_cluster_config(tmp_path / "cluster.yaml", options)
     resumed = subprocess.run(
-        basins_command("resume", str(atlas), "--cluster", "slurm", "--cluster-config",
-                       str(cluster_config), "--no-progress"),
-        capture_output=True, text=True, env=driver_environment(), timeout=TIMEOUT,
+        basins_command(
+            "resume",
+            str(atlas),
+            "--cluster",
+            "slurm",
+            "--cluster-config",
+            str(cluster_config),
+            "--no-progress",
+        ),
+        capture_output=True,
+        text=True,
+        env=driver_environment(),
+        timeout=TIMEOUT,
         check=False,
     )
     assert resumed.returncode == 0, resumed.stderr
@@ -330,31 +413,52 @@ def load_config_text(path: Path, text: str):
 
 
 def test_retired_workers_are_replaced(tmp_path, job_name):
-    """One job at a time, whose worker retires after about 10 s. The run holds about
-    1.5 lifetimes of work for one core, so it needs at least two jobs: a worker also
-    spends part of its lifetime starting up."""
+    """One job at a time, whose worker retires after about 10 s. The run contains
+    about 1.2 lifetimes of work for one core, so it needs at least two jobs: a worker
+    also spends part of its lifetime starting up."""
     lifetime = 10
-    chunks = math.ceil(1.5 * lifetime * ics_per_second(tmp_path) / 400)
+    chunks = math.ceil(1.2 * lifetime * ics_per_second(tmp_path) / 400)
     config_path = tmp_path / "retired.toml"
     config = load_config_text(
-        config_path, MEDIUM_TOML.replace("n_initial = 24000", f"n_initial = {400 * chunks}")
+        config_path,
+        MEDIUM_TOML.replace("n_initial = 24000", f"n_initial = {400 * chunks}"),
     )
-    options = batch_options(tmp_path, job_name, minimum_jobs=1, maximum_jobs=1,
-                            lifetime=f"{lifetime}s", lifetime_stagger="1s")
+    options = batch_options(
+        tmp_path,
+        job_name,
+        minimum_jobs=1,
+        maximum_jobs=1,
+        lifetime=f"{lifetime}s",
+        lifetime_stagger="1s",
+    )
     cluster_config = write_cluster_config(tmp_path / "cluster.yaml", options)
     atlas_path = tmp_path / "retired.zarr"
     # Replace a retired job 1 s after its worker leaves, instead of 15 s.
     environment = driver_environment(DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT="1s")
     try:
         result = subprocess.run(
-            basins_command("run", str(config_path), "--out", str(atlas_path), "--cluster",
-                           "slurm", "--cluster-config", str(cluster_config), "--no-progress"),
-            capture_output=True, text=True, env=environment, timeout=2 * TIMEOUT,
+            basins_command(
+                "run",
+                str(config_path),
+                "--out",
+                str(atlas_path),
+                "--cluster",
+                "slurm",
+                "--cluster-config",
+                str(cluster_config),
+                "--no-progress",
+            ),
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=2 * TIMEOUT,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the run did not finish within {2 * TIMEOUT} s; job logs: "
-                    f"{sorted(job_logs(tmp_path))}")
+        pytest.fail(
+            f"the run did not finish within {2 * TIMEOUT} s; job logs: "
+            f"{sorted(job_logs(tmp_path))}"
+        )
 
     assert result.returncode == 0, result.stderr
     logs = job_logs(tmp_path)
@@ -364,34 +468,61 @@ def test_retired_workers_are_replaced(tmp_path, job_name):
     assert_identical(tmp_path / "reference.zarr", atlas_path)
 
 
-def submit_map_in_allocation(tmp_path: Path, config_path: Path, atlas: Path,
-                             *options: str) -> None:
+def submit_map_in_allocation(
+    tmp_path: Path, config_path: Path, atlas: Path, *options: str
+) -> None:
     """Submit the in-allocation script with two one-core tasks and wait for it."""
     script = REPOSITORY / "cluster" / "slurm" / "map-in-allocation.sbatch"
     environment = driver_environment(
-        BASINS_PYTHON=sys.executable, BASINS_INTERFACE="lo", BASINS_DASHBOARD_ADDRESS="none"
+        BASINS_PYTHON=sys.executable,
+        BASINS_INTERFACE="lo",
+        BASINS_DASHBOARD_ADDRESS="none",
     )
     submitted = subprocess.run(
-        ["sbatch", "--parsable", "--ntasks=2", "--cpus-per-task=1", f"--partition={PARTITION}",
-         "--job-name=basins-test-map", f"--output={tmp_path}/map-%j.out", str(script),
-         str(config_path), str(atlas), "--no-progress", *options],
-        capture_output=True, text=True, env=environment, check=True, cwd=tmp_path,
+        [
+            "sbatch",
+            "--parsable",
+            "--ntasks=2",
+            "--cpus-per-task=1",
+            f"--partition={PARTITION}",
+            "--job-name=basins-test-map",
+            f"--output={tmp_path}/map-%j.out",
+            str(script),
+            str(config_path),
+            str(atlas),
+            "--no-progress",
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=True,
+        cwd=tmp_path,
     )
     job_id = submitted.stdout.strip().split(";")[0]
     try:
-        wait_until(lambda: not subprocess.run(
-            ["squeue", "-h", "-j", job_id], capture_output=True, text=True, check=False
-        ).stdout.strip(), f"job {job_id} ends")
+        wait_until(
+            lambda: (
+                not subprocess.run(
+                    ["squeue", "-h", "-j", job_id],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                ).stdout.strip()
+            ),
+            f"job {job_id} ends",
+        )
     finally:
         subprocess.run(["scancel", job_id], check=False)
-    details = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True,
-                             text=True, check=True).stdout
+    details = subprocess.run(
+        ["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True
+    ).stdout
     output = (tmp_path / f"map-{job_id}.out").read_text()
     assert "JobState=COMPLETED" in details, output
     assert "ExitCode=0:0" in details, output
 
 
-def test_map_in_one_allocation_resumes_in_the_next(tmp_path, slurm, small_config):
+def test_allocation_script_runs_and_resumes(tmp_path, slurm, small_config):
     config_path = tmp_path / "small.toml"
     config_path.write_text(SMALL_TOML)
     atlas = tmp_path / "allocation.zarr"
@@ -402,8 +533,11 @@ def test_map_in_one_allocation_resumes_in_the_next(tmp_path, slurm, small_config
     assert pending_chunks(atlas) == []
 
     reference = tmp_path / "reference.zarr"
-    run(load_config(config_path), reference,
-        execution=Execution(cluster="synchronous", progress=False))
+    run(
+        load_config(config_path),
+        reference,
+        execution=Execution(cluster="synchronous", progress=False),
+    )
     assert_identical(reference, atlas)
     assert not list(tmp_path.glob("basins-scheduler-*.json"))
     assert np.all(zarr.open_group(str(atlas), mode="r")["status"][:] != STATUS_PENDING)
