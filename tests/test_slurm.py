@@ -140,6 +140,17 @@ def basins_command(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "basins.cli", "-q", *arguments]
 
 
+def on_slurm(cluster_config: Path) -> list[str]:
+    """Return the options of a run or resume on SLURM with ``cluster_config``."""
+    return [
+        "--cluster",
+        "slurm",
+        "--cluster-config",
+        str(cluster_config),
+        "--no-progress",
+    ]
+
+
 def driver_environment(**variables: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT), **variables}
 
@@ -297,11 +308,7 @@ def test_cancelled_worker_job_changes_nothing(tmp_path, job_name, medium):
                 str(config_path),
                 "--out",
                 str(atlas),
-                "--cluster",
-                "slurm",
-                "--cluster-config",
-                str(cluster_config),
-                "--no-progress",
+                *on_slurm(cluster_config),
             ),
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -377,11 +384,7 @@ def test_lost_cluster_completed_by_resume(tmp_path, job_name, medium):
         basins_command(
             "resume",
             str(atlas),
-            "--cluster",
-            "slurm",
-            "--cluster-config",
-            str(cluster_config),
-            "--no-progress",
+            *on_slurm(cluster_config),
         ),
         capture_output=True,
         text=True,
@@ -442,11 +445,7 @@ def test_retired_workers_are_replaced(tmp_path, job_name):
                 str(config_path),
                 "--out",
                 str(atlas_path),
-                "--cluster",
-                "slurm",
-                "--cluster-config",
-                str(cluster_config),
-                "--no-progress",
+                *on_slurm(cluster_config),
             ),
             capture_output=True,
             text=True,
