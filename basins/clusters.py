@@ -159,6 +159,11 @@ class JobSettings:
     worker_timeout: str | float | None
 
     def __post_init__(self) -> None:
+        self._check_text()
+        self._check_resources()
+        self._check_timing()
+
+    def _check_text(self) -> None:
         for name in (
             "queue",
             "account",
@@ -177,7 +182,14 @@ class JobSettings:
                 raise _invalid(name, value, "a non-empty string")
         for name in ("job_script_prologue", "job_extra_directives"):
             object.__setattr__(self, name, _lines(name, getattr(self, name)))
+        if self.numba_threading_layer not in THREADING_LAYERS:
+            raise _invalid(
+                "numba_threading_layer",
+                self.numba_threading_layer,
+                f"one of {', '.join(THREADING_LAYERS)}",
+            )
 
+    def _check_resources(self) -> None:
         if not _is_count(self.cores, 1):
             raise _invalid("cores", self.cores, "an integer >= 1")
         if not _is_count(self.processes, 1) or self.processes > self.cores:
@@ -201,6 +213,7 @@ class JobSettings:
                 f"an integer from 0 to maximum-jobs = {self.maximum_jobs}",
             )
 
+    def _check_timing(self) -> None:
         walltime = _walltime_seconds(self.walltime)
         if walltime is not None:
             hours, rest = divmod(walltime, 3600)
@@ -218,12 +231,6 @@ class JobSettings:
             )
         if self.worker_timeout is not None:
             _duration_seconds("worker_timeout", self.worker_timeout)
-        if self.numba_threading_layer not in THREADING_LAYERS:
-            raise _invalid(
-                "numba_threading_layer",
-                self.numba_threading_layer,
-                f"one of {', '.join(THREADING_LAYERS)}",
-            )
 
     def lifetime_seconds(self) -> float | None:
         """Return the worker lifetime in seconds, or None when workers never retire.
@@ -509,6 +516,7 @@ def job_script(
     """Return the job script that a worker job of ``system`` would run.
 
     Needs no batch system: the scheduler address in the script is a placeholder.
+    dask-jobqueue creates the log directory, if one is set and missing.
 
     Parameters
     ----------

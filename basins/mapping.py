@@ -155,9 +155,10 @@ class Execution:
         if not self.batch:
             if self.cluster_options:
                 raise ConfigError(
-                    f"cluster options {', '.join(sorted(self.cluster_options))} are "
-                    f"invalid here: they apply only to cluster = 'slurm' or 'pbs' "
-                    f"without a scheduler address"
+                    f"cluster_options = {dict(self.cluster_options)!r} is invalid with "
+                    f"cluster = {self.cluster!r}: batch-job settings (--queue, --cores "
+                    f"and the like) apply only to --cluster slurm or pbs, without "
+                    f"--scheduler"
                 )
             return
         if self.n_workers is not None:

@@ -33,6 +33,13 @@ SITE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def in_temporary_directory(tmp_path, monkeypatch):
+    """Run each test in its own directory: dask-jobqueue creates the job log
+    directory, relative to the working directory, when it builds a job script."""
+    monkeypatch.chdir(tmp_path)
+
+
 def script_lines(script: str) -> list[str]:
     return script.splitlines()
 
@@ -211,7 +218,7 @@ def test_no_walltime_means_no_lifetime():
     assert not any(line.startswith("#SBATCH -t") for line in lines)
     assert "#SBATCH -n 1" in lines
     lines = script_lines(job_script("pbs", settings))
-    assert not any("walltime" in line for line in lines)
+    assert not any(line.startswith("#PBS -l walltime") for line in lines)
 
 
 def test_yaml_walltime_seconds_are_formatted():
@@ -305,8 +312,13 @@ def test_unknown_keys_are_rejected():
 
 
 def test_execution_rejects_options_of_another_cluster():
-    with pytest.raises(ConfigError, match="apply only to cluster = 'slurm' or 'pbs'"):
+    message = "cluster_options = {'queue': 'debug'} is invalid with cluster = 'local'"
+    with pytest.raises(ConfigError, match=re.escape(message)):
         Execution(cluster="local", cluster_options={"queue": "debug"})
+    with pytest.raises(ConfigError, match="apply only to --cluster slurm or pbs"):
+        Execution(
+            cluster="slurm", scheduler="tcp://127.0.0.1:1", cluster_options={"cores": 2}
+        )
     with pytest.raises(
         ConfigError, match="n_workers = 4 is invalid with cluster = 'slurm'"
     ):
