@@ -23,7 +23,13 @@ from basins.config import (
     load_config,
 )
 from basins.entropy import SliceSettings, compute_slice
-from basins.errors import AtlasError, BasinsError, BasinsWarning, ConfigError
+from basins.errors import (
+    AtlasError,
+    BasinsError,
+    BasinsWarning,
+    ClusterError,
+    ConfigError,
+)
 from basins.escape import EscapeSettings, find_escapes
 from basins.integrate import integrate, vector_field
 from basins.mapping import Execution, resume, run
@@ -50,6 +56,7 @@ __all__ = [
     "BasinsWarning",
     "BoundarySettings",
     "Classification",
+    "ClusterError",
     "Config",
     "ConfigError",
     "EscapeSettings",

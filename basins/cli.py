@@ -43,16 +43,18 @@ def _add_execution_options(
     group = parser.add_argument_group("execution")
     group.add_argument(
         "--cluster",
-        choices=("local", "synchronous"),
+        choices=("local", "synchronous", "slurm", "pbs"),
         default="local",
         help="local: start a Dask LocalCluster of worker processes (default); "
-        "synchronous: run every chunk in this process, for debugging",
+        "synchronous: run every chunk in this process, for debugging; slurm, pbs: "
+        "start a Dask scheduler here and submit worker jobs (see docs/cluster.md)",
     )
     group.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="address of a running Dask scheduler (e.g. tcp://host:8786); its "
-        "workers must see the atlas path. Overrides --cluster",
+        help="address of a running Dask scheduler (e.g. tcp://host:8786), or its "
+        "scheduler file (*.json); its workers must see the atlas path. Overrides "
+        "--cluster",
     )
     group.add_argument(
         "--workers",
@@ -65,7 +67,8 @@ def _add_execution_options(
         type=int,
         metavar="N",
         help="Numba threads per worker (default 1; all cores with --cluster "
-        "synchronous). Workers x threads may not exceed the cores",
+        "synchronous; cores / processes of a job with slurm or pbs). Workers x "
+        "threads may not exceed the cores",
     )
     group.add_argument(
         "--max-chunks",
@@ -75,6 +78,114 @@ def _add_execution_options(
     )
     group.add_argument(
         "--no-progress", action="store_true", help="do not show the progress bar"
+    )
+    _add_batch_options(parser)
+
+
+def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "batch jobs (--cluster slurm or pbs)",
+        "Each option overrides the key of basins.jobqueue named in brackets, whose "
+        "default is in basins/clusters.yaml.",
+    )
+    group.add_argument(
+        "--cluster-config",
+        type=Path,
+        metavar="FILE",
+        help="YAML file of Dask settings, laid out like basins/clusters.yaml, that "
+        "overrides the defaults and your Dask configuration",
+    )
+
+    # Where the jobs go and what each one requests.
+    group.add_argument(
+        "--queue", metavar="NAME", help="SLURM partition or PBS queue [queue]"
+    )
+    group.add_argument(
+        "--account", metavar="NAME", help="account charged for the jobs [account]"
+    )
+    group.add_argument(
+        "--cores", type=int, metavar="N", help="CPU cores per job [cores]"
+    )
+    group.add_argument(
+        "--memory", metavar="SIZE", help="memory per job, such as 8GiB [memory]"
+    )
+    group.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="worker processes per job [processes]",
+    )
+    group.add_argument(
+        "--walltime",
+        metavar="TIME",
+        help="wall-clock limit per job, HH:MM:SS [walltime]",
+    )
+
+    # How many jobs run.
+    group.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="keep N jobs running and replace those that end [minimum-jobs and "
+        "maximum-jobs]",
+    )
+    group.add_argument(
+        "--min-jobs",
+        type=int,
+        metavar="N",
+        help="adaptive scaling: fewest jobs [minimum-jobs]",
+    )
+    group.add_argument(
+        "--max-jobs",
+        type=int,
+        metavar="N",
+        help="adaptive scaling: most jobs [maximum-jobs]",
+    )
+
+    # What runs inside a job.
+    group.add_argument(
+        "--job-prologue",
+        action="append",
+        metavar="LINE",
+        help="shell line to run in each job before the worker starts, such as "
+        "'module load python'; repeatable, appended to [job-script-prologue]",
+    )
+    group.add_argument(
+        "--interface",
+        metavar="NAME",
+        help="network interface of scheduler and workers, such as ib0 [interface]",
+    )
+    group.add_argument(
+        "--log-directory",
+        metavar="DIR",
+        help="directory of the job logs [log-directory]",
+    )
+
+    # When workers retire, and how long to wait for the first one.
+    group.add_argument(
+        "--lifetime",
+        metavar="DURATION",
+        help="retire each worker after this time, such as 50m; default: walltime - 2 x "
+        "stagger [lifetime]",
+    )
+    group.add_argument(
+        "--lifetime-stagger",
+        metavar="DURATION",
+        help="spread the lifetimes by +/- this time, such as 2m [lifetime-stagger]",
+    )
+    group.add_argument(
+        "--lifetime-restart",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="restart a retired worker inside its job instead of ending the job "
+        "[lifetime-restart]",
+    )
+    group.add_argument(
+        "--worker-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail when no worker has connected after this time; default: wait "
+        "[worker-timeout]",
     )
 
 
@@ -323,6 +434,49 @@ def _add_plot_parser(commands) -> None:
     plot.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
 
 
+# Command-line option -> JobSettings field that it overrides.
+BATCH_OPTIONS = {
+    "queue": "queue",
+    "account": "account",
+    "cores": "cores",
+    "memory": "memory",
+    "processes": "processes",
+    "walltime": "walltime",
+    "min_jobs": "minimum_jobs",
+    "max_jobs": "maximum_jobs",
+    "interface": "interface",
+    "log_directory": "log_directory",
+    "lifetime": "lifetime",
+    "lifetime_stagger": "lifetime_stagger",
+    "lifetime_restart": "lifetime_restart",
+    "worker_timeout": "worker_timeout",
+}
+
+
+def _cluster_options(args: argparse.Namespace) -> dict:
+    import dask.config
+
+    from basins.errors import ConfigError
+
+    options = {
+        name: getattr(args, option)
+        for option, name in BATCH_OPTIONS.items()
+        if getattr(args, option) is not None
+    }
+    if args.jobs is not None:
+        if args.min_jobs is not None or args.max_jobs is not None:
+            raise ConfigError(
+                "--jobs and --min-jobs/--max-jobs are exclusive: give --jobs N for a "
+                "fixed number of jobs, or --min-jobs and --max-jobs for adaptive "
+                "scaling"
+            )
+        options["minimum_jobs"] = options["maximum_jobs"] = args.jobs
+    if args.job_prologue:
+        configured = dask.config.get("basins.jobqueue.job-script-prologue", default=[])
+        options["job_script_prologue"] = [*configured, *args.job_prologue]
+    return options
+
+
 def _execution(args: argparse.Namespace):
     from basins.mapping import Execution
 
@@ -332,7 +486,19 @@ def _execution(args: argparse.Namespace):
         n_workers=args.workers,
         numba_threads=args.threads,
         progress=not args.no_progress,
+        cluster_options=_cluster_options(args),
     )
+
+
+def _cluster_config(args: argparse.Namespace):
+    """Return a context that applies --cluster-config, if given."""
+    import contextlib
+
+    if args.cluster_config is None:
+        return contextlib.nullcontext()
+    from basins.clusters import config_file
+
+    return config_file(args.cluster_config)
 
 
 def _print_fractions(path: Path) -> None:
@@ -373,13 +539,14 @@ def _load_config(args: argparse.Namespace):
 def _command_run(args: argparse.Namespace) -> int:
     from basins.mapping import run
 
-    summary = run(
-        _load_config(args),
-        args.out,
-        overwrite=args.overwrite,
-        execution=_execution(args),
-        max_chunks=args.max_chunks,
-    )
+    with _cluster_config(args):
+        summary = run(
+            _load_config(args),
+            args.out,
+            overwrite=args.overwrite,
+            execution=_execution(args),
+            max_chunks=args.max_chunks,
+        )
     _print_fractions(args.out)
     if summary.chunks_pending:
         print(
@@ -393,13 +560,14 @@ def _command_sweep(args: argparse.Namespace) -> int:
     from basins.sweep import Sweep, parse_values, run_sweep
 
     sweep = Sweep(_load_config(args), args.param, parse_values(args.values))
-    summary = run_sweep(
-        sweep,
-        args.out,
-        overwrite=args.overwrite,
-        execution=_execution(args),
-        max_chunks=args.max_chunks,
-    )
+    with _cluster_config(args):
+        summary = run_sweep(
+            sweep,
+            args.out,
+            overwrite=args.overwrite,
+            execution=_execution(args),
+            max_chunks=args.max_chunks,
+        )
     _print_fractions(args.out)
     if summary.chunks_pending:
         print(
@@ -415,7 +583,10 @@ def _command_resume(args: argparse.Namespace) -> int:
 
     if is_sweep(args.atlas):
         resume = resume_sweep
-    summary = resume(args.atlas, execution=_execution(args), max_chunks=args.max_chunks)
+    with _cluster_config(args):
+        summary = resume(
+            args.atlas, execution=_execution(args), max_chunks=args.max_chunks
+        )
     _print_fractions(args.atlas)
     if summary.chunks_pending:
         print(

@@ -50,6 +50,15 @@ class CheckpointError(BasinsError):
     """
 
 
+class ClusterError(BasinsError):
+    """A Dask cluster cannot start, never gets a worker, or loses its scheduler.
+
+    The message names what failed and what to check: the submit command, the job
+    logs, the scheduler address or the queue. Chunks that finished stay stored, and
+    ``basins resume`` computes the others.
+    """
+
+
 class BasinsWarning(UserWarning):
     """Base class of the warnings issued by basins."""
 

@@ -12,23 +12,23 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numba
 
-from basins import atlas, lock, storage
+from basins import atlas, clusters, lock, storage
 from basins.classify import Matcher, classify_states, eigenspaces
 from basins.config import Config
-from basins.errors import ConfigError, TaskError
+from basins.errors import ClusterError, ConfigError, TaskError
 from basins.integrate import integrate
 from basins.sampling import initial_conditions
 
 logger = logging.getLogger(__name__)
 
-CLUSTERS = ("local", "synchronous")
+CLUSTERS = ("local", "synchronous", *clusters.BATCH_SYSTEMS)
 
 
 def available_cores() -> int:
@@ -145,20 +145,27 @@ class Execution:
 
     Parameters
     ----------
-    cluster : {'local', 'synchronous'}
+    cluster : {'local', 'synchronous', 'slurm', 'pbs'}
         ``local`` starts a `distributed.LocalCluster` of worker processes;
-        ``synchronous`` runs every task in this process, one after the other.
-        Ignored when ``scheduler`` is given.
+        ``synchronous`` runs every task in this process, one after the other;
+        ``slurm`` and ``pbs`` start a Dask scheduler in this process and submit
+        worker jobs through dask-jobqueue (see `basins.clusters`). Ignored when
+        ``scheduler`` is given.
     scheduler : str, optional
-        Address of a running Dask scheduler, such as ``tcp://10.0.0.1:8786``.
+        Address of a running Dask scheduler, such as ``tcp://10.0.0.1:8786``, or
+        the path of its scheduler file (``*.json``).
     n_workers : int, optional
         Worker processes of the local cluster; by default the number of cores
         divided by ``numba_threads``.
     numba_threads : int, optional
-        Numba threads per worker (per task); default 1 for a local cluster and all
-        cores for ``synchronous``.
+        Numba threads per worker (per task); default 1 for a local cluster, all
+        cores for ``synchronous`` and ``cores // processes`` for batch jobs.
     progress : bool
         Show a progress bar on standard error.
+    cluster_options : mapping, optional
+        Settings of the batch jobs that replace the configured ones, such as
+        ``{"queue": "short", "minimum_jobs": 4, "maximum_jobs": 4}``; the keys are
+        those of `basins.clusters.JobSettings`. Only for ``slurm`` and ``pbs``.
     """
 
     cluster: str = "local"
@@ -166,6 +173,7 @@ class Execution:
     n_workers: int | None = None
     numba_threads: int | None = None
     progress: bool = True
+    cluster_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.cluster not in CLUSTERS:
@@ -177,8 +185,39 @@ class Execution:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} = {value!r} is invalid: expected an integer >= 1")
-        if self.scheduler is not None:
+        if self.scheduler is not None and not str(self.scheduler).endswith(".json"):
             _check_scheduler_address(self.scheduler)
+        if not self.batch:
+            if self.cluster_options:
+                raise ConfigError(
+                    f"cluster_options = {dict(self.cluster_options)!r} is invalid with "
+                    f"cluster = {self.cluster!r}: batch-job settings (--queue, --cores "
+                    f"and the like) apply only to --cluster slurm or pbs, without "
+                    f"--scheduler"
+                )
+            return
+        if self.n_workers is not None:
+            raise ConfigError(
+                f"n_workers = {self.n_workers} is invalid with cluster = "
+                f"{self.cluster!r}: set the number of jobs and the processes per job "
+                f"instead (--jobs, --processes)"
+            )
+        self.job_settings().numba_threads(self.numba_threads)
+
+    @property
+    def batch(self) -> bool:
+        """Whether the tasks run in worker jobs of a SLURM or PBS cluster."""
+        return self.scheduler is None and self.cluster in clusters.BATCH_SYSTEMS
+
+    def job_settings(self) -> clusters.JobSettings:
+        """Return the batch-job settings: the configured ones with the overrides.
+
+        Raises
+        ------
+        ConfigError
+            If an option is unknown or invalid.
+        """
+        return clusters.job_settings(self.cluster_options)
 
     def local_layout(self) -> tuple[int, int]:
         """Return (workers, Numba threads per worker) for a local cluster.
@@ -267,58 +306,45 @@ def _log_dashboard(client) -> None:
 def _run_distributed(
     items: list[WorkItem], execution: Execution, retry_hint: str
 ) -> int:
-    from distributed import Client, LocalCluster, as_completed
-
-    if execution.scheduler is not None:
-        cluster = None
-        client = Client(execution.scheduler)
-        threads = execution.numba_threads
-        logger.info("connected to scheduler %s", execution.scheduler)
-    else:
-        workers, threads = execution.local_layout()
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            # Loopback only, on a free port; served only where bokeh is installed.
-            dashboard_address="127.0.0.1:0",
-            env={"NUMBA_NUM_THREADS": str(threads)},
-        )
-        client = Client(cluster)
-        logger.info(
-            "started a local cluster: %d workers x %d Numba threads", workers, threads
-        )
-    _log_dashboard(client)
+    from distributed import as_completed
 
     # Each atlas's configuration is converted once, not once per chunk.
     config_data = {item.path: item.config.to_dict() for item in items}
     failures = []
+    lost = 0
     steps = 0
-    try:
+    with clusters.open_session(execution) as session:
+        _log_dashboard(session.client)
         # Each chunk gets its own key, so no two tasks are ever merged.
         token = time.time_ns()
         futures = [
-            client.submit(
+            session.client.submit(
                 item.task,
-                *item.arguments(config_data[item.path], threads),
+                *item.arguments(config_data[item.path], session.numba_threads),
                 key=f"basins-{item.name}-{item.chunk}-{item.path.resolve()}-{token}",
                 pure=False,
                 retries=1,
             )
             for item in items
         ]
+        session.wait_for_first_worker()
         with _progress_bar(len(futures), execution.progress) as bar:
             for future in as_completed(futures):
-                if future.status == "error":
+                # The client cancels every future when it loses the scheduler.
+                if future.cancelled():
+                    lost += 1
+                elif future.status == "error":
                     failures.append((future, future.exception()))
                     logger.error("task %s failed: %s", future.key, future.exception())
                 else:
                     steps += future.result()["steps"]
                 bar.update(1)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    if lost:
+        raise ClusterError(
+            f"lost the connection to the Dask scheduler with {lost} of {len(items)} "
+            f"chunks unfinished; the finished chunks are stored, and '{retry_hint}' "
+            f"computes the others"
+        )
     if failures:
         _, first_error = failures[0]
         raise TaskError(
@@ -474,10 +500,15 @@ def run(
 
     With ``sampling.initial = 'tokens'`` the model's token states are computed here,
     once, and stored in the atlas as ``initial_state``; the tasks read them from it.
+    ClusterError
+        If the cluster cannot start or gets no worker, or if the scheduler is lost
+        before every chunk finished; the finished chunks stay stored.
     """
     execution = execution or Execution()
     config.check_step_size(stacklevel=2)
     _check_layout(execution)
+    if execution.batch:
+        clusters.check_submit_command(execution.cluster)
     path = Path(path)
     initial_state = None
     if config.sampling.initial == "tokens":
@@ -527,9 +558,14 @@ def resume(
         If another process holds the atlas's writer lock.
     TaskError
         If some chunks failed; the others are stored.
+    ClusterError
+        If the cluster cannot start or gets no worker, or if the scheduler is lost
+        before every chunk finished; the finished chunks stay stored.
     """
     execution = execution or Execution()
     _check_layout(execution)
+    if execution.batch:
+        clusters.check_submit_command(execution.cluster)
     path = Path(path)
     atlas.open_store(path)
     with lock.acquire(path, "resume") as writer:
