@@ -22,9 +22,11 @@ UNSAFE_MODULES = {
     "marshal",
     "shelve",
     "joblib",
-    "yaml",
     "torch",
 }
+
+# YAML loaders that can build arbitrary Python objects; yaml.safe_load is allowed.
+UNSAFE_YAML_LOADERS = {"load", "load_all", "full_load", "unsafe_load", "unsafe_load_all"}
 
 # Built-in functions that run code given as data.
 UNSAFE_BUILTINS = {"eval", "exec", "compile", "__import__"}
@@ -46,6 +48,13 @@ def unsafe_uses(source: str) -> list[str]:
             function = node.func
             if isinstance(function, ast.Name) and function.id in UNSAFE_BUILTINS:
                 found.append(f"line {node.lineno}: {function.id}()")
+            if (
+                isinstance(function, ast.Attribute)
+                and isinstance(function.value, ast.Name)
+                and function.value.id == "yaml"
+                and function.attr in UNSAFE_YAML_LOADERS
+            ):
+                found.append(f"line {node.lineno}: yaml.{function.attr}()")
             if isinstance(function, ast.Attribute) and function.attr in {
                 "load",
                 "loads",
@@ -68,8 +77,9 @@ def test_module_executes_no_data(module):
 
 def test_checker_finds_unsafe_code():
     source = (
-        "import pickle\nfrom yaml import load\nimport numpy as np\n"
-        "eval('1')\nnp.load('x.npy', allow_pickle=True)\n"
+        "import pickle\nimport yaml\nimport numpy as np\n"
+        "eval('1')\nnp.load('x.npy', allow_pickle=True)\nyaml.load(text)\n"
+        "yaml.safe_load(text)\n"
     )
     assert len(unsafe_uses(source)) == 4
 
