@@ -32,14 +32,15 @@ from __future__ import annotations
 import datetime
 import logging
 import platform
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from basins import lock, storage
 from basins.classify import (
     CLASS_NAMES,
     CLASS_NONE,
@@ -49,7 +50,8 @@ from basins.classify import (
     eigenspaces,
 )
 from basins.config import Config
-from basins.errors import AtlasError
+from basins.errors import AtlasError, AtlasInUseError, ConfigError
+from basins.stability import RATE_RTOL, VERDICT_NAMES, catalog_columns, verdict_name
 from basins.kernels import (
     STATUS_CONVERGED,
     STATUS_MAX_STEPS,
@@ -97,7 +99,67 @@ def _is_atlas(path: Path) -> bool:
     return "basins_atlas_format" in group.attrs
 
 
-def create_atlas(path: str | Path, config: Config, *, overwrite: bool = False) -> None:
+def _unfinished(path: Path) -> bool:
+    """Return whether ``path`` contains an atlas whose creation never completed.
+
+    `create_atlas` writes the root attributes last, under the writer lock. A
+    directory with a lock file and no such attributes is therefore the remains of a
+    run that stopped while creating it, and contains no results.
+    """
+    return lock.lock_path(path).exists() and not _is_atlas(path)
+
+
+def check_target(
+    path: str | Path, *, overwrite: bool = False, token: str | None = None
+) -> None:
+    """Check that a new atlas may be created at ``path``.
+
+    A missing path, an empty directory and the remains of an unfinished creation
+    may be used; an existing atlas only with ``overwrite``; anything else never.
+    A writer lock must be stale or hold ``token`` (the caller's own lock).
+
+    Raises
+    ------
+    AtlasError
+        If ``path`` is an atlas and ``overwrite`` is false, or contains anything
+        else.
+    AtlasInUseError
+        If a process that may still be running holds the atlas's writer lock.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise AtlasError(
+            f"{str(path)!r} exists and is not a directory; choose another path"
+        )
+    holder = lock.read_lock(path)
+    foreign = holder is not None and holder.token != token
+    if foreign and holder.is_running() is not False:
+        raise AtlasInUseError(lock.in_use_message(path, holder))
+    if _is_atlas(path):
+        if not overwrite:
+            raise AtlasError(
+                f"atlas {str(path)!r} already exists; use 'basins resume {path}' to "
+                f"complete it, or --overwrite to replace it"
+            )
+        return
+    if _unfinished(path):
+        return
+    if any(not lock.is_lock_file(entry.name) for entry in path.iterdir()):
+        raise AtlasError(
+            f"{str(path)!r} exists and is not a basins atlas; choose another path"
+        )
+
+
+def create_atlas(
+    path: str | Path,
+    config: Config,
+    *,
+    overwrite: bool = False,
+    token: str | None = None,
+    initial_state: np.ndarray | None = None,
+) -> None:
     """Create an empty atlas for ``config`` at ``path``.
 
     Parameters
@@ -108,31 +170,48 @@ def create_atlas(path: str | Path, config: Config, *, overwrite: bool = False) -
         The configuration; stored whole in the attributes.
     overwrite : bool, optional
         Replace an existing atlas at ``path``. A path that contains anything other
-        than an atlas is never removed.
+        than an atlas (or the remains of an unfinished creation) is never removed.
+    token : str, optional
+        Token of the caller's writer lock on ``path`` (`basins.lock.acquire`).
+    initial_state : numpy.ndarray, optional
+        Initial conditions that no seed regenerates (such as a model's token
+        states), shape ``(n_initial, n_tokens, dim)``; stored as ``initial_state``.
 
     Raises
     ------
     AtlasError
         If ``path`` exists and ``overwrite`` is false, or if it exists and is not an
         atlas.
+    AtlasInUseError
+        If another process holds the writer lock of ``path``.
+    ValueError
+        If ``initial_state`` does not have the shape of the sampling.
+
+    Notes
+    -----
+    Call it while holding the writer lock; the lock file is kept when an old atlas
+    is cleared. The root attributes are written last, so an interrupted creation
+    never looks like an atlas. Every chunk of the per-initial-condition arrays
+    carries a CRC-32C checksum, so a damaged chunk fails to decode instead of
+    returning wrong values.
     """
     path = Path(path)
-    if path.exists():
-        if not _is_atlas(path):
-            raise AtlasError(
-                f"{str(path)!r} exists and is not a basins atlas; choose another path"
-            )
-        if not overwrite:
-            raise AtlasError(
-                f"atlas {str(path)!r} already exists; use 'basins resume {path}' to "
-                f"complete it, or --overwrite to replace it"
-            )
-        logger.info("removing existing atlas %s", path)
-        shutil.rmtree(path)
+    check_target(path, overwrite=overwrite, token=token)
+    try:
+        if path.exists():
+            logger.info("clearing %s for a new atlas", path)
+            storage.clear_directory(path, keep=lambda name: name == lock.LOCK_NAME)
+        group = zarr.create_group(str(path), zarr_format=3)
+    except OSError as exc:
+        raise AtlasError(f"cannot create atlas {str(path)!r}: {exc}") from None
 
     sampling = config.sampling
     system = config.system
-    group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+    expected = (sampling.n_initial, system.n_tokens, system.dim)
+    if initial_state is not None and initial_state.shape != expected:
+        raise ValueError(
+            f"initial_state has shape {initial_state.shape}: expected {expected}"
+        )
     for name, (dtype, fill_value, trailing) in PER_IC_ARRAYS.items():
         extra = {"token": system.n_tokens, "component": system.dim}
         group.create_array(
@@ -141,6 +220,7 @@ def create_atlas(path: str | Path, config: Config, *, overwrite: bool = False) -
             chunks=(sampling.chunk_size, *(extra[t] for t in trailing)),
             dtype=dtype,
             fill_value=fill_value,
+            compressors=(ZstdCodec(level=0), Crc32cCodec()),
             dimension_names=("ic", *trailing),
         )
     group.attrs.update(
@@ -156,16 +236,157 @@ def create_atlas(path: str | Path, config: Config, *, overwrite: bool = False) -
             "finalized": False,
         }
     )
+    if initial_state is not None:
+        group.create_array(
+            "initial_state",
+            shape=expected,
+            chunks=(sampling.chunk_size, system.n_tokens, system.dim),
+            dtype="float64",
+            fill_value=float("nan"),
+            dimension_names=("ic", "token", "component"),
+        )[...] = initial_state
     logger.debug("created atlas %s with %d chunks", path, sampling.n_chunks)
 
 
+# Codecs that basins writes or accepts. A chunk with any other codec (a pickle codec
+# in an edited store, say) is never decoded: the atlas is rejected on opening.
+SAFE_CODECS = frozenset({"bytes", "zstd", "crc32c", "gzip", "blosc", "transpose"})
+
+
+def _codec_problems(name: str, array: zarr.Array) -> list[str]:
+    codecs = [codec.to_dict()["name"] for codec in array.metadata.codecs]
+    unsafe = [codec for codec in codecs if codec not in SAFE_CODECS]
+    if unsafe:
+        return [
+            f"array {name!r} uses codec(s) {', '.join(map(repr, unsafe))}; basins "
+            f"decodes only {', '.join(sorted(SAFE_CODECS))}"
+        ]
+    return []
+
+
+# Exceptions that zarr raises on unreadable metadata (zarr.json). JSONDecodeError
+# and zarr's metadata errors are ValueErrors; missing or mistyped fields raise
+# KeyError or TypeError.
+METADATA_ERRORS = (ValueError, TypeError, KeyError)
+
+
+def catalog_codec_problems(group: zarr.Group) -> list[str]:
+    """Return the catalog arrays that use codecs outside `SAFE_CODECS`.
+
+    Unreadable catalog metadata is reported as a problem too.
+    """
+    try:
+        if "catalog" not in group:
+            return []
+        catalog_arrays = list(group["catalog"].arrays())
+    except METADATA_ERRORS as exc:
+        return [f"the catalog has invalid metadata: {exc}"]
+    problems = []
+    for name, array in catalog_arrays:
+        problems.extend(_codec_problems(f"catalog/{name}", array))
+    return problems
+
+
+def metadata_problems(group: zarr.Group, config: Config) -> list[str]:
+    """Return what is wrong with the per-initial-condition arrays' metadata.
+
+    Checks that every per-initial-condition array exists with the dtype, shape and
+    chunks that the stored configuration ``config`` implies, and uses only
+    `SAFE_CODECS`. The catalog is checked by `catalog_codec_problems`.
+    """
+    sampling, system = config.sampling, config.system
+    sizes = {"token": system.n_tokens, "component": system.dim}
+    problems = []
+    for name, (dtype, _, trailing) in PER_IC_ARRAYS.items():
+        try:
+            array = group[name]
+        except KeyError:
+            problems.append(f"array {name!r} is missing")
+            continue
+        except METADATA_ERRORS as exc:
+            problems.append(f"array {name!r} has invalid metadata: {exc}")
+            continue
+        if not isinstance(array, zarr.Array):
+            problems.append(f"{name!r} is a group, expected an array")
+            continue
+        shape = (sampling.n_initial, *(sizes[t] for t in trailing))
+        chunks = (sampling.chunk_size, *(sizes[t] for t in trailing))
+        if array.dtype != np.dtype(dtype):
+            problems.append(f"array {name!r} has dtype {array.dtype}, expected {dtype}")
+        if array.shape != shape:
+            problems.append(
+                f"array {name!r} has shape {array.shape}, but the stored configuration "
+                f"(sampling.n_initial, system.n_tokens, system.dim) implies {shape}"
+            )
+        if array.chunks != chunks:
+            problems.append(
+                f"array {name!r} has chunks {array.chunks}, but the stored "
+                f"configuration (sampling.chunk_size) implies {chunks}"
+            )
+        problems.extend(_codec_problems(name, array))
+    return problems
+
+
+def _stored_config(group: zarr.Group, path: Path) -> Config:
+    try:
+        return Config.from_dict(group.attrs["config"], name=group.attrs.get("name", ""))
+    except (KeyError, ConfigError) as exc:
+        raise AtlasError(
+            f"atlas {str(path)!r} stores an invalid configuration: {exc}"
+        ) from None
+
+
+def read_initial_state(path: str | Path, start: int, stop: int) -> np.ndarray:
+    """Return the stored initial conditions ``start .. stop-1``, ``(m, n, d)``.
+
+    Raises
+    ------
+    AtlasError
+        If the atlas stores no initial conditions.
+    """
+    group = open_store(path)
+    if "initial_state" not in group:
+        raise AtlasError(
+            f"atlas {str(path)!r} stores no initial_state, but its configuration "
+            f"asks for stored initial conditions"
+        )
+    return np.ascontiguousarray(group["initial_state"][start:stop])
+
+
 def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
-    """Open an existing atlas, checking that it is one and of a known format."""
+    """Open an existing atlas, checking that it is one and of a known format.
+
+    Returns the root group, see `_open`.
+    """
+    return _open(path, mode)[0]
+
+
+def _open(path: str | Path, mode: str = "r") -> tuple[zarr.Group, Config]:
+    """Open an existing atlas and return its root group and stored configuration.
+
+    Raises
+    ------
+    AtlasError
+        If ``path`` is missing, is not a Zarr v3 group, not an atlas, an atlas
+        whose creation never completed, of another format version, or if its
+        stored configuration or array metadata are invalid (`metadata_problems`).
+    AtlasInUseError
+        If the atlas is still being created by a running process.
+    """
     path = Path(path)
     if not path.exists():
         raise AtlasError(f"atlas {str(path)!r} not found")
+    if _unfinished(path):
+        holder = lock.read_lock(path)
+        if holder is not None and holder.is_running() is not False:
+            raise AtlasInUseError(lock.in_use_message(path, holder))
+        raise AtlasError(
+            f"atlas {str(path)!r} was never completely created (the run that created "
+            f"it stopped early) and holds no results; create it again with "
+            f"'basins run CONFIG --out {path}'"
+        )
     try:
-        group = zarr.open_group(str(path), mode=mode)
+        group = zarr.open_group(str(path), mode=mode, zarr_format=3)
     except (ValueError, zarr.errors.GroupNotFoundError) as exc:
         raise AtlasError(f"{str(path)!r} is not a Zarr v3 group: {exc}") from None
     version = group.attrs.get("basins_atlas_format")
@@ -176,13 +397,20 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
             f"atlas {str(path)!r} has format version {version}; this basins reads "
             f"version {ATLAS_FORMAT_VERSION}"
         )
-    return group
+    config = _stored_config(group, path)
+    problems = metadata_problems(group, config)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise AtlasError(
+            f"atlas {str(path)!r} is invalid: {problems[0]}{more}; "
+            f"'basins verify {path}' lists them"
+        )
+    return group, config
 
 
 def read_config(path: str | Path) -> Config:
     """Return the configuration stored in the atlas at ``path``."""
-    group = open_store(path)
-    return Config.from_dict(group.attrs["config"], name=group.attrs.get("name", ""))
+    return _open(path)[1]
 
 
 def chunk_bounds(config: Config, chunk: int) -> tuple[int, int]:
@@ -191,17 +419,163 @@ def chunk_bounds(config: Config, chunk: int) -> tuple[int, int]:
     return start, min(start + config.sampling.chunk_size, config.sampling.n_initial)
 
 
-def pending_chunks(path: str | Path) -> list[int]:
-    """Return the chunks of the atlas whose initial conditions are not all computed."""
-    group = open_store(path)
-    config = read_config(path)
-    status = group["status"][:]
-    size = config.sampling.chunk_size
-    pending = []
-    for chunk in range(config.sampling.n_chunks):
-        if np.any(status[chunk * size : (chunk + 1) * size] == STATUS_PENDING):
-            pending.append(chunk)
-    return pending
+# Arrays written by the task of a chunk. `finalize` rewrites `attractor` and `class`
+# whole, which repairs a damaged chunk of them without recomputing anything.
+TASK_ARRAYS = ("status", "steps", "final_state", "local_label")
+
+# Exceptions that zarr 3.1 raises on damaged chunk bytes: zstd raises RuntimeError,
+# a checksum mismatch or a chunk of the wrong size ValueError, an unreadable file
+# OSError.
+DECODE_ERRORS = (ValueError, RuntimeError, OSError)
+
+VALID_STATUSES = (STATUS_CONVERGED, STATUS_MAX_STEPS, STATUS_NONFINITE)
+
+# The problem `chunk_problem` reports for a chunk that no task has written yet.
+NOT_COMPUTED = "not computed yet"
+
+# Bytes of per-initial-condition data that `chunk_problems` reads at once.
+READ_BLOCK_BYTES = 64 << 20
+
+
+def _content_problem(values: dict[str, np.ndarray], config: Config) -> str | None:
+    status = values["status"]
+    pending = status == STATUS_PENDING
+    if pending.all():
+        return NOT_COMPUTED
+    if pending.any():
+        return f"{int(pending.sum())} of {len(status)} statuses are pending"
+    invalid = ~np.isin(status, VALID_STATUSES)
+    if invalid.any():
+        return f"status holds invalid codes {sorted(set(status[invalid].tolist()))}"
+    converged = status == STATUS_CONVERGED
+    if np.any((values["local_label"] >= 0) != converged):
+        return (
+            "local_label is set where the status is not converged, or missing where "
+            "it is"
+        )
+    steps = values["steps"]
+    max_steps = config.integration.max_steps
+    if np.any((steps < 0) | (steps > max_steps)):
+        return f"steps holds values outside [0, {max_steps}]"
+    finite = np.isfinite(values["final_state"]).all(axis=(1, 2))
+    if np.any(~finite & (status != STATUS_NONFINITE)):
+        return "final_state is not finite where the status is converged or max_steps"
+    return None
+
+
+def _read_task_arrays(
+    group: zarr.Group, start: int, stop: int
+) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    values = {}
+    for name in TASK_ARRAYS:
+        try:
+            values[name] = group[name][start:stop]
+        except DECODE_ERRORS as exc:
+            return None, f"{name} cannot be decoded ({type(exc).__name__}: {exc})"
+    return values, None
+
+
+def chunk_problem(group: zarr.Group, config: Config, chunk: int) -> str | None:
+    """Return why ``chunk`` is not complete and consistent, or None if it is.
+
+    A chunk is complete when every array that its task writes decodes (the checksum
+    matches) and the values agree. The values agree when no status is pending, every
+    status code is valid, a local label is set exactly where the status is
+    converged, steps lie within ``max_steps``, and the final state is finite unless
+    the status is nonfinite. `NOT_COMPUTED` is returned for a chunk that no task has
+    written yet.
+    """
+    start, stop = chunk_bounds(config, chunk)
+    values, problem = _read_task_arrays(group, start, stop)
+    if values is None:
+        return problem
+    return _content_problem(values, config)
+
+
+def chunk_problems(group: zarr.Group, config: Config) -> dict[int, str]:
+    """Return `chunk_problem` for every chunk that has one.
+
+    Reads blocks of chunks at once and goes chunk by chunk only through a block that
+    fails to decode.
+    """
+    sampling, system = config.sampling, config.system
+    bytes_per_ic = storage.SCALAR_BYTES_PER_IC + 8 * system.n_tokens * system.dim
+    bytes_per_chunk = sampling.chunk_size * bytes_per_ic
+    block = max(1, READ_BLOCK_BYTES // bytes_per_chunk)
+    problems = {}
+    for first in range(0, sampling.n_chunks, block):
+        last = min(first + block, sampling.n_chunks)
+        start, stop = chunk_bounds(config, first)[0], chunk_bounds(config, last - 1)[1]
+        values, _ = _read_task_arrays(group, start, stop)
+        for chunk in range(first, last):
+            if values is None:
+                problem = chunk_problem(group, config, chunk)
+            else:
+                lo, hi = chunk_bounds(config, chunk)
+                part = {name: a[lo - start : hi - start] for name, a in values.items()}
+                problem = _content_problem(part, config)
+            if problem is not None:
+                problems[chunk] = problem
+    return problems
+
+
+def discard_damaged_catalog(path: str | Path) -> bool:
+    """Remove a catalog whose metadata is unreadable or unsafe; return whether it was.
+
+    The catalog holds only what `finalize` derives from the per-initial-condition
+    arrays, so the next `finalize` rebuilds it. Only with the writer lock held.
+    """
+    problems = catalog_codec_problems(open_store(path))
+    if not problems:
+        return False
+    logger.warning(
+        "the catalog of %s is damaged (%s); it will be rebuilt", path, problems[0]
+    )
+    storage.remove_entry(Path(path) / "catalog")
+    return True
+
+
+def reset_chunk(group: zarr.Group, config: Config, chunk: int) -> None:
+    """Return a chunk to the pending state by writing fill values, ``status`` first.
+
+    Zarr does not store a chunk equal to the fill value, so this removes the chunk's
+    files, damaged ones included, without reading them.
+    """
+    start, stop = chunk_bounds(config, chunk)
+    for name in ("status", *(n for n in PER_IC_ARRAYS if n != "status")):
+        array = group[name]
+        array[start:stop] = np.full((stop - start, *array.shape[1:]), array.fill_value)
+
+
+def pending_chunks(path: str | Path, *, reset_damaged: bool = False) -> list[int]:
+    """Return the chunks of the atlas whose initial conditions are not all computed.
+
+    A damaged chunk (one that fails `chunk_problem` for another reason than not
+    being computed) counts as pending, with a warning in the log.
+
+    Parameters
+    ----------
+    path : str or path
+        The atlas.
+    reset_damaged : bool, optional
+        Also return damaged chunks to the pending state (`reset_chunk`), so that
+        `finalize` never reads them. Only with the writer lock held.
+    """
+    group, config = _open(path, mode="r+" if reset_damaged else "r")
+    problems = chunk_problems(group, config)
+    for chunk, problem in problems.items():
+        if problem == NOT_COMPUTED:
+            continue
+        logger.warning(
+            "chunk %d of %s is damaged (%s); it counts as pending and will be "
+            "recomputed",
+            chunk,
+            path,
+            problem,
+        )
+        if reset_damaged:
+            reset_chunk(group, config, chunk)
+    return sorted(problems)
 
 
 @dataclass(frozen=True)
@@ -261,6 +635,8 @@ def finalize(path: str | Path) -> list[Attractor]:
     """
     group = open_store(path, mode="r+")
     config = read_config(path)
+    # Until the catalog below is complete, the atlas must not claim to be finalized.
+    group.attrs["finalized"] = False
     status = group["status"][:]
     local_label = group["local_label"][:]
     steps = group["steps"][:]
@@ -334,8 +710,9 @@ def write_catalog(group: zarr.Group, config: Config, catalog: list[Attractor], s
     Per attractor: ``class``, ``count``, ``first_ic``, ``mean_steps``, ``n_clusters``,
     ``state`` (token, component); per cluster (padded to ``n_tokens`` with 0, -1 or
     NaN): ``multiplicity``, ``centre``, ``eigenspace`` (from 1; 0 for padding),
-    ``sign`` and ``cos``. The attributes hold the labels, the shapes and the
-    eigenvalues of ``V``.
+    ``sign`` and ``cos``; the stability certificate of each attractor (see
+    `basins.stability.catalog_columns`). The attributes hold the labels, the shapes
+    and the eigenvalues of ``V``.
     """
     n, d = config.system.n_tokens, config.system.dim
     k = len(catalog)
@@ -367,11 +744,15 @@ def write_catalog(group: zarr.Group, config: Config, catalog: list[Attractor], s
         2: ("attractor", "cluster"),
         3: ("attractor", "cluster", "component"),
     }
+    certificates = catalog_columns(config.system, [a.state for a in catalog])
+    columns.update({name: values for name, (values, _) in certificates.items()})
     catalog_group = group.require_group("catalog")
     for name, values in columns.items():
         names = dimensions[values.ndim]
         if name == "state":
             names = ("attractor", "token", "component")
+        if name in certificates:
+            names = certificates[name][1]
         catalog_group.create_array(
             name,
             shape=values.shape,
@@ -386,6 +767,8 @@ def write_catalog(group: zarr.Group, config: Config, catalog: list[Attractor], s
             "shape": [a.shape for a in catalog],
             "eigenvalues": [[v.eigenvalue.real, v.eigenvalue.imag] for v in spaces],
             "eigenspace_dimension": [int(v.basis.shape[1]) for v in spaces],
+            "stability_names": list(VERDICT_NAMES),
+            "rate_rtol": RATE_RTOL,
         }
     )
 
@@ -401,6 +784,8 @@ class CatalogEntry:
     first_ic: int
     mean_steps: float
     state: np.ndarray
+    stability: str = ""
+    unstable_directions: int = 0
 
 
 def read_catalog(path: str | Path) -> list[CatalogEntry]:
@@ -412,17 +797,32 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
         If the atlas has no catalog yet (no chunk has been finalized).
     """
     group = open_store(path)
+    unsafe = catalog_codec_problems(group)
+    if unsafe:
+        raise AtlasError(
+            f"atlas {str(path)!r} is invalid: {unsafe[0]}; 'basins resume {path}' "
+            f"rebuilds the catalog"
+        )
     if "catalog" not in group:
         raise AtlasError(
             f"atlas {str(path)!r} has no catalog yet; run 'basins resume {path}'"
         )
     catalog = group["catalog"]
-    labels = catalog.attrs["label"]
-    classes = catalog["class"][:]
-    counts = catalog["count"][:]
-    first = catalog["first_ic"][:]
-    mean_steps = catalog["mean_steps"][:]
-    states = catalog["state"][:]
+    try:
+        labels = catalog.attrs["label"]
+        classes = catalog["class"][:]
+        counts = catalog["count"][:]
+        first = catalog["first_ic"][:]
+        mean_steps = catalog["mean_steps"][:]
+        states = catalog["state"][:]
+    except (KeyError, *DECODE_ERRORS) as exc:
+        raise AtlasError(
+            f"the catalog of atlas {str(path)!r} is incomplete or damaged ({exc}); "
+            f"'basins resume {path}' rebuilds it"
+        ) from None
+    # Catalogs written before certificates existed have no stability arrays.
+    stability = catalog["stability"][:] if "stability" in catalog else None
+    unstable = catalog["unstable_directions"][:] if stability is not None else None
     return [
         CatalogEntry(
             id=i,
@@ -432,6 +832,8 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
             first_ic=int(first[i]),
             mean_steps=float(mean_steps[i]),
             state=states[i],
+            stability="" if stability is None else verdict_name(int(stability[i])),
+            unstable_directions=0 if unstable is None else int(unstable[i]),
         )
         for i in range(len(labels))
     ]

@@ -223,15 +223,30 @@ def continuous_symmetries(system: System) -> np.ndarray:
     A generator ``W`` commutes with ``V`` and, unless the weights ignore the logits
     (``oja`` weighting or ``beta = 0``), with ``A = Q^T K``.
 
+    A system class may define its own ``continuous_symmetries()`` method (multi-head
+    systems do, since each head has its own ``A``); it is used instead.
+
     Returns
     -------
     numpy.ndarray
         Shape ``(k, dim, dim)``; ``k = 0`` when the system has no continuous symmetry.
     """
-    d = system.dim
+    own = getattr(system, "continuous_symmetries", None)
+    if callable(own):
+        return own()
     matrices = [system.V]
     if system.weighting != "oja" and system.beta > 0:
         matrices.append(system.A)
+    return commuting_generators(matrices, system.dim)
+
+
+def commuting_generators(matrices: list[np.ndarray], d: int) -> np.ndarray:
+    """Return a basis of the skew-symmetric matrices that commute with all ``matrices``.
+
+    These generate the rotations that leave every matrix unchanged. The result has
+    shape ``(k, d, d)``; the search builds ``d (d - 1) / 2`` candidate generators of
+    size ``d x d``, so it suits small ``d`` only.
+    """
     skew_basis = []
     for a in range(d):
         for b in range(a + 1, d):

@@ -70,6 +70,24 @@ MAX_UNNORMALIZED_EXPONENT = 700.0
 # An initial condition's index is stored in int64 and hashed into the sampler.
 MAX_INITIAL_CONDITIONS = 2**62
 
+# Largest token dimension: Q, K and V are dense float64 matrices, 512 MiB each at
+# this size, and resolving them takes several dense SVDs.
+MAX_DIM = 8192
+
+# Largest number of tokens. A state contains n_tokens x dim float64 values.
+MAX_TOKENS = 65536
+
+# A task keeps its chunk's states in memory several times over (initial and final
+# states, classification features), so the final states of one chunk stay below this.
+MAX_CHUNK_BYTES = 2**31
+
+# Maximum length of the repr of a value quoted in an error message.
+MAX_SHOWN_CHARACTERS = 60
+
+# Sources of initial conditions: uniform samples indexed by (seed, i), or the token
+# states of texts run through the model of a checkpoint system.
+INITIAL_SOURCES = ("random", "tokens")
+
 MATRIX_CONSTRUCTORS = ("identity", "diagonal", "random_symmetric")
 MATRIX_MODIFIERS = ("scale", "spectral_norm")
 
@@ -84,22 +102,47 @@ def _is_real(value: Any) -> bool:
     )
 
 
+def _show(value: Any) -> str:
+    """Return the repr of ``value`` for a message, shortened if it is long."""
+    text = repr(value)
+    if len(text) > MAX_SHOWN_CHARACTERS:
+        text = f"{text[: MAX_SHOWN_CHARACTERS - 5]}...{text[-2:]}"
+    return text
+
+
+def _show_key(key: Any) -> str:
+    if isinstance(key, str) and key.isprintable() and len(key) <= MAX_SHOWN_CHARACTERS:
+        return key
+    return _show(key)
+
+
 def _check_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    invalid = f"{key} = {_show(value)} is invalid: expected an integer {allowed}"
     if not _is_int(value):
-        raise ConfigError(
-            f"{key} = {value!r} is invalid: expected an integer >= {minimum}"
-        )
+        raise ConfigError(invalid)
     if value < minimum or (maximum is not None and value > maximum):
-        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ConfigError(f"{key} = {value!r} is invalid: expected an integer {allowed}")
+        raise ConfigError(invalid)
     return int(value)
+
+
+def _to_float(key: str, value: Any) -> float:
+    """Convert a real number to float, rejecting integers beyond the float64 range."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(
+            f"{key} = {_show(value)} is invalid: too large for a float64 number"
+        ) from None
 
 
 def _check_real(key: str, value: Any, *, minimum: float, strict: bool) -> float:
     rule = f"> {minimum}" if strict else f">= {minimum}"
     if not _is_real(value):
-        raise ConfigError(f"{key} = {value!r} is invalid: expected a finite number {rule}")
-    value = float(value)
+        raise ConfigError(
+            f"{key} = {_show(value)} is invalid: expected a finite number {rule}"
+        )
+    value = _to_float(key, value)
     if not math.isfinite(value):
         raise ConfigError(f"{key} = {value!r} is invalid: expected a finite number {rule}")
     if value < minimum or (strict and value == minimum):
@@ -110,36 +153,94 @@ def _check_real(key: str, value: Any, *, minimum: float, strict: bool) -> float:
 def _check_keys(section: str, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     if not isinstance(table, Mapping):
         raise ConfigError(
-            f"{section} = {table!r} is invalid: expected a table with keys "
+            f"{section} = {_show(table)} is invalid: expected a table with keys "
             f"{', '.join(allowed)}"
         )
     for key in table:
         if key not in allowed:
             raise ConfigError(
-                f"unknown key {section}.{key}: allowed keys in [{section}] are "
-                f"{', '.join(allowed)}"
+                f"unknown key {section}.{_show_key(key)}: allowed keys in [{section}] "
+                f"are {', '.join(allowed)}"
             )
 
 
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def _real_entries(key: str, values: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Convert nested lists of real numbers to a float64 array of shape ``shape``.
+
+    Strings, booleans and other non-numbers are rejected, although NumPy would
+    convert some of them; the message names the first offending entry.
+    """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+        array = values.astype(np.float64)
+    else:
+        rows = values if len(shape) == 2 else [values]
+        if not _is_sequence(values) or (
+            len(shape) == 2 and not all(_is_sequence(row) for row in values)
+        ):
+            layout = "list of rows" if len(shape) == 2 else "list"
+            raise ConfigError(
+                f"{key} = {_show(values)} is invalid: expected a "
+                f"{' x '.join(map(str, shape))} array of numbers, written as a {layout}"
+            )
+        lengths = sorted({len(row) for row in rows})
+        if len(shape) == 2 and len(lengths) > 1:
+            raise ConfigError(
+                f"{key} is invalid: its rows have different lengths {lengths}; "
+                f"expected {shape[0]} rows of {shape[1]} numbers"
+            )
+        for i, row in enumerate(rows):
+            for j, entry in enumerate(row):
+                index = f"[{i}][{j}]" if len(shape) == 2 else f"[{j}]"
+                if not _is_real(entry):
+                    raise ConfigError(
+                        f"{key}{index} = {_show(entry)} is invalid: expected a number"
+                    )
+                _to_float(f"{key}{index}", entry)
+        array = np.array(values, dtype=np.float64)
+    if array.shape != shape:
+        because = f"system.dim = {shape[0]}"
+        raise ConfigError(
+            f"{key} has shape {array.shape}: expected {shape} because {because}"
+        )
+    if not np.all(np.isfinite(array)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        index = "".join(f"[{i}]" for i in bad)
+        raise ConfigError(
+            f"{key}{index} = {float(array[bad])!r} is invalid: every entry must be "
+            f"finite"
+        )
+    return array
+
+
 def _explicit_matrix(key: str, rows: Any, dim: int) -> np.ndarray:
-    try:
-        matrix = np.array(rows, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    return _real_entries(key, rows, (dim, dim))
+
+
+def spectral_norm(key: str, matrix: np.ndarray) -> float:
+    """Return ``||matrix||_2``, rejecting a matrix too large for float64 arithmetic.
+
+    Raises
+    ------
+    ConfigError
+        If the matrix has a non-finite entry or its norm overflows.
+    """
+    norm = math.inf
+    if np.all(np.isfinite(matrix)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                norm = float(np.linalg.norm(matrix, 2))
+            except np.linalg.LinAlgError:
+                pass  # the SVD did not converge, which overflow can cause
+    if not math.isfinite(norm):
         raise ConfigError(
-            f"{key} is invalid: expected a {dim} x {dim} array of numbers ({exc})"
-        ) from None
-    if matrix.shape != (dim, dim):
-        raise ConfigError(
-            f"{key} has shape {matrix.shape}: expected ({dim}, {dim}) because "
-            f"system.dim = {dim}"
+            f"{key} is invalid: its entries are too large for float64 arithmetic "
+            f"(the spectral norm overflows); scale it down"
         )
-    if not np.all(np.isfinite(matrix)):
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(matrix))[0])
-        raise ConfigError(
-            f"{key}[{bad[0]}][{bad[1]}] = {float(matrix[bad])!r} is invalid: every entry must "
-            f"be finite"
-        )
-    return matrix
+    return norm
 
 
 def resolve_matrix(key: str, spec: Any, dim: int) -> np.ndarray:
@@ -189,15 +290,7 @@ def resolve_matrix(key: str, spec: Any, dim: int) -> np.ndarray:
             raise ConfigError(f"{key}.identity = {value!r} is invalid: expected true")
         matrix = np.eye(dim)
     elif constructor == "diagonal":
-        try:
-            spectrum = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            spectrum = np.array([])
-        if spectrum.shape != (dim,) or not np.all(np.isfinite(spectrum)):
-            raise ConfigError(
-                f"{key}.diagonal = {value!r} is invalid: expected {dim} finite numbers"
-            )
-        matrix = np.diag(spectrum)
+        matrix = np.diag(_real_entries(f"{key}.diagonal", value, (dim,)))
     else:
         seed = _check_int(f"{key}.random_symmetric", value, 0, 2**63 - 1)
         gaussian = np.random.default_rng(seed).standard_normal((dim, dim))
@@ -207,21 +300,28 @@ def resolve_matrix(key: str, spec: Any, dim: int) -> np.ndarray:
         raise ConfigError(f"{key} is invalid: give scale or spectral_norm, not both")
     if "scale" in spec:
         scale = spec["scale"]
-        if not _is_real(scale) or not math.isfinite(float(scale)):
+        if not _is_real(scale) or not math.isfinite(_to_float(f"{key}.scale", scale)):
             raise ConfigError(
-                f"{key}.scale = {scale!r} is invalid: expected a finite number"
+                f"{key}.scale = {_show(scale)} is invalid: expected a finite number"
             )
-        matrix = matrix * float(scale)
+        with np.errstate(over="ignore"):
+            matrix = matrix * float(scale)
     if "spectral_norm" in spec:
         target = _check_real(
             f"{key}.spectral_norm", spec["spectral_norm"], minimum=0.0, strict=False
         )
-        norm = np.linalg.norm(matrix, 2)
+        norm = spectral_norm(key, matrix)
         if norm == 0.0:
             raise ConfigError(
                 f"{key}.spectral_norm cannot rescale a zero matrix; remove it"
             )
-        matrix = matrix * (target / norm)
+        with np.errstate(over="ignore"):
+            matrix = matrix * (target / norm)
+    if not np.all(np.isfinite(matrix)):
+        raise ConfigError(
+            f"{key} is invalid: scaling overflows float64 and makes entries infinite; "
+            f"use a smaller scale"
+        )
     return np.ascontiguousarray(matrix, dtype=np.float64)
 
 
@@ -260,13 +360,13 @@ class System:
     weighting: str = "softmax"
 
     def __post_init__(self) -> None:
-        n_tokens = _check_int("system.n_tokens", self.n_tokens, 1)
-        dim = _check_int("system.dim", self.dim, 2)
+        n_tokens = _check_int("system.n_tokens", self.n_tokens, 1, MAX_TOKENS)
+        dim = _check_int("system.dim", self.dim, 2, MAX_DIM)
         beta = _check_real("system.beta", self.beta, minimum=0.0, strict=False)
-        if self.weighting not in WEIGHTINGS:
+        if not isinstance(self.weighting, str) or self.weighting not in WEIGHTINGS:
             raise ConfigError(
-                f"system.weighting = {self.weighting!r} is invalid: expected one of "
-                f"{', '.join(WEIGHTINGS)}"
+                f"system.weighting = {_show(self.weighting)} is invalid: expected one "
+                f"of {', '.join(WEIGHTINGS)}"
             )
         object.__setattr__(self, "n_tokens", n_tokens)
         object.__setattr__(self, "dim", dim)
@@ -276,7 +376,15 @@ class System:
             matrix.setflags(write=False)
             object.__setattr__(self, name, matrix)
 
-        exponent = beta * float(np.linalg.norm(self.A, 2))
+        spectral_norm("system.V", self.V)
+        with np.errstate(over="ignore", invalid="ignore"):
+            exponent = beta * spectral_norm("system.Q^T K", self.A)
+        if self.weighting != "oja" and not math.isfinite(exponent):
+            raise ConfigError(
+                f"system.beta = {beta!r} is invalid: beta * ||Q^T K||_2 overflows "
+                f"float64, so the attention logits would be infinite; lower beta or "
+                f"scale Q and K down"
+            )
         if self.weighting == "unnormalized" and exponent > MAX_UNNORMALIZED_EXPONENT:
             raise ConfigError(
                 f"system.beta = {beta!r} is invalid for weighting 'unnormalized': "
@@ -367,13 +475,23 @@ class Sampling:
         Seed; initial condition ``i`` is a pure function of ``(seed, i)``.
     chunk_size : int
         Initial conditions per task and per chunk of the atlas arrays.
+    initial : {'random', 'tokens'}
+        ``random``: uniform on the product of spheres. ``tokens``: one initial
+        condition per entry of ``text``, made of the model's own token states
+        entering the layer of a checkpoint system. ``n_initial`` is then the number
+        of texts.
+    text : sequence of str
+        The texts for ``initial = 'tokens'``.
     """
 
     n_initial: int = 10000
     seed: int = 0
     chunk_size: int = 8192
+    initial: str = "random"
+    text: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._resolve_initial()
         object.__setattr__(
             self,
             "n_initial",
@@ -387,6 +505,39 @@ class Sampling:
             "chunk_size",
             _check_int("sampling.chunk_size", self.chunk_size, 1, 2**31 - 1),
         )
+
+    def _resolve_initial(self) -> None:
+        if self.initial not in INITIAL_SOURCES:
+            raise ConfigError(
+                f"sampling.initial = {self.initial!r} is invalid: expected one of "
+                f"{', '.join(INITIAL_SOURCES)}"
+            )
+        text = self.text
+        if isinstance(text, str) or not all(isinstance(t, str) for t in text):
+            raise ConfigError(
+                f"sampling.text = {text!r} is invalid: expected a list of strings"
+            )
+        object.__setattr__(self, "text", tuple(text))
+        if self.initial == "random":
+            if text:
+                raise ConfigError(
+                    "sampling.text is given but sampling.initial = 'random': set "
+                    "initial = 'tokens' to start from the texts' token states"
+                )
+            return
+        if not text:
+            raise ConfigError(
+                "sampling.text is missing or empty: sampling.initial = 'tokens' needs "
+                "at least one text"
+            )
+        default = Sampling.__dataclass_fields__["n_initial"].default
+        if self.n_initial not in (default, len(text)):
+            raise ConfigError(
+                f"sampling.n_initial = {self.n_initial!r} is invalid with sampling."
+                f"initial = 'tokens': there is one initial condition per text "
+                f"({len(text)}); leave n_initial out"
+            )
+        object.__setattr__(self, "n_initial", len(text))
 
     @property
     def n_chunks(self) -> int:
@@ -442,6 +593,30 @@ class Config:
     classification: Classification = field(default_factory=Classification)
     name: str = ""
 
+    def __post_init__(self) -> None:
+        state_bytes = 8 * self.system.n_tokens * self.system.dim
+        chunk_size = self.sampling.chunk_size
+        if chunk_size * state_bytes > MAX_CHUNK_BYTES:
+            largest = MAX_CHUNK_BYTES // state_bytes
+            remedy = (
+                f"use chunk_size <= {largest}"
+                if largest
+                else "even one state exceeds it, so lower system.n_tokens or system.dim"
+            )
+            raise ConfigError(
+                f"sampling.chunk_size = {chunk_size} is invalid for system.n_tokens = "
+                f"{self.system.n_tokens}, system.dim = {self.system.dim}: the final "
+                f"states of one chunk would take "
+                f"{chunk_size * state_bytes / 2**30:.3g} GiB, and the limit is "
+                f"{MAX_CHUNK_BYTES / 2**30:g} GiB; {remedy}"
+            )
+        tokens = self.sampling.initial == "tokens"
+        if tokens and not hasattr(self.system, "token_states"):
+            raise ConfigError(
+                "sampling.initial = 'tokens' needs a system taken from a model "
+                "(system.model = ...), whose forward pass gives the token states"
+            )
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, name: str = "") -> Config:
         """Build and validate a configuration from nested tables.
@@ -465,6 +640,11 @@ class Config:
         sections = {}
         for section, section_type in SECTIONS.items():
             table = data.get(section, {})
+            if section == "system" and _names_factors(table):
+                from basins.transformer.system import system_from_table
+
+                sections[section] = system_from_table(table, data.get("sampling"))
+                continue
             allowed = tuple(f.name for f in dataclasses.fields(section_type))
             _check_keys(section, table, allowed)
             required = [
@@ -484,9 +664,18 @@ class Config:
         return {
             "system": self.system.to_dict(),
             "integration": dataclasses.asdict(self.integration),
-            "sampling": dataclasses.asdict(self.sampling),
+            "sampling": self._sampling_dict(),
             "classification": dataclasses.asdict(self.classification),
         }
+
+    def _sampling_dict(self) -> dict[str, Any]:
+        # Random sampling leaves out the token keys, so its tables stay as they were.
+        data = dataclasses.asdict(self.sampling)
+        if self.sampling.initial == "random":
+            del data["initial"], data["text"]
+        else:
+            data["text"] = list(self.sampling.text)
+        return data
 
     def with_sampling(self, **changes: Any) -> Config:
         """Return a copy with some sampling settings replaced (and validated)."""
@@ -506,6 +695,11 @@ class Config:
                 StepSizeWarning,
                 stacklevel=stacklevel,
             )
+
+
+def _names_factors(table: Any) -> bool:
+    """Return whether a ``[system]`` table names a model checkpoint or head factors."""
+    return isinstance(table, Mapping) and ("model" in table or "query" in table)
 
 
 def load_config(source: str | Path) -> Config:
@@ -534,8 +728,12 @@ def load_config(source: str | Path) -> Config:
             f"configuration file {text!r} not found; give a TOML file or "
             f"example:NAME (see 'basins examples')"
         ) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read configuration file {text!r}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {text!r} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(
+            f"configuration file {text!r} nests arrays or tables too deeply to parse"
+        ) from None
     return Config.from_dict(data, name=path.stem)

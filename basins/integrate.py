@@ -8,6 +8,8 @@ import numpy as np
 
 from basins import kernels
 from basins.config import WEIGHTINGS, Integration, System
+from basins.transformer.dynamics import heads_field, integrate_heads
+from basins.transformer.system import MultiHeadSystem
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ def integrate(
     Parameters
     ----------
     system : System
-        The vector field.
+        The vector field; a `MultiHeadSystem` (such as a head of a model checkpoint)
+        runs on the multi-head low-rank kernels.
     integration : Integration
         Step size, step cap and convergence test.
     initial_state : array_like, shape (m, n_tokens, dim)
@@ -74,6 +77,9 @@ def integrate(
             f"initial_state has shape {state.shape}: expected (m, {expected[0]}, "
             f"{expected[1]}) for n_tokens = {expected[0]}, dim = {expected[1]}"
         )
+    if isinstance(system, MultiHeadSystem):
+        status, steps = integrate_heads(system, integration, state, parallel=parallel)
+        return Trajectories(final_state=state, status=status, steps=steps)
     m = state.shape[0]
     status = np.empty(m, dtype=np.int8)
     steps = np.empty(m, dtype=np.int32)
@@ -114,6 +120,8 @@ def vector_field(system: System, state: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"state has shape {state.shape}: expected ({system.n_tokens}, {system.dim})"
         )
+    if isinstance(system, MultiHeadSystem):
+        return heads_field(system, state)
     n, d = state.shape
     out = np.empty_like(state)
     kernels.attention_field(

@@ -1,7 +1,7 @@
 """Basin mapping: one task per chunk of initial conditions, spread over Dask workers.
 
 Each task generates its initial conditions from ``(seed, index)``, integrates them,
-classifies the final states and writes its chunk of the atlas. The driver only
+classifies the final states and writes its chunk of the atlas; the driver only
 schedules tasks, tracks progress and merges the catalog at the end. A chunk that was
 written survives any later interruption, and `resume` computes only the chunks still
 pending.
@@ -12,23 +12,23 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numba
 
-from basins import atlas
+from basins import atlas, clusters, lock, storage
 from basins.classify import Matcher, classify_states, eigenspaces
 from basins.config import Config
-from basins.errors import ConfigError
+from basins.errors import ClusterError, ConfigError, TaskError
 from basins.integrate import integrate
 from basins.sampling import initial_conditions
 
 logger = logging.getLogger(__name__)
 
-CLUSTERS = ("local", "synchronous")
+CLUSTERS = ("local", "synchronous", *clusters.BATCH_SYSTEMS)
 
 
 def available_cores() -> int:
@@ -40,7 +40,11 @@ def available_cores() -> int:
 
 
 def compute_chunk(
-    config_data: dict[str, Any], path: str, chunk: int, numba_threads: int | None = None
+    config_data: dict[str, Any],
+    path: str,
+    chunk: int,
+    numba_threads: int | None = None,
+    writer_token: str | None = None,
 ) -> dict[str, int]:
     """Compute one chunk of the atlas at ``path`` and write it.
 
@@ -55,11 +59,20 @@ def compute_chunk(
         Index of the chunk.
     numba_threads : int, optional
         Numba threads for this task; by default the pool size set at import.
+    writer_token : str, optional
+        Token of the run's writer lock. When given, the chunk is written only if
+        `basins.lock.check_writer` confirms, right before writing, that this run
+        still owns the atlas.
 
     Returns
     -------
     dict
         The chunk index and its counts of initial conditions per status.
+
+    Raises
+    ------
+    LockLostError
+        If the run no longer owns the atlas; nothing is written.
     """
     started = time.perf_counter()
     if numba_threads is not None:
@@ -68,9 +81,12 @@ def compute_chunk(
     system = config.system
     start, stop = atlas.chunk_bounds(config, chunk)
 
-    initial = initial_conditions(
-        config.sampling.seed, start, stop - start, system.n_tokens, system.dim
-    )
+    if config.sampling.initial == "random":
+        initial = initial_conditions(
+            config.sampling.seed, start, stop - start, system.n_tokens, system.dim
+        )
+    else:
+        initial = atlas.read_initial_state(path, start, stop)
     outcome = integrate(system, config.integration, initial)
     integrated = time.perf_counter()
 
@@ -78,6 +94,8 @@ def compute_chunk(
     labels = classify_states(
         outcome.final_state, outcome.status, matcher, eigenspaces(system.V), start
     )
+    if writer_token is not None:
+        lock.check_writer(path, writer_token)
     atlas.write_chunk(
         path,
         config,
@@ -106,26 +124,48 @@ def compute_chunk(
     }
 
 
+def _check_scheduler_address(address: Any) -> None:
+    """Raise `ConfigError` unless ``address`` parses as a Dask scheduler address."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        _, location = parse_address(address)
+        if not location.startswith("["):  # an IPv6 literal is checked on connecting
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"scheduler = {address!r} is invalid ({exc}): expected an address such as "
+            f"tcp://10.0.0.1:8786"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Execution:
-    """Execution settings: the scheduler, the workers and the threads per worker.
+    """Where the tasks run.
 
     Parameters
     ----------
-    cluster : {'local', 'synchronous'}
+    cluster : {'local', 'synchronous', 'slurm', 'pbs'}
         ``local`` starts a `distributed.LocalCluster` of worker processes;
-        ``synchronous`` runs every task in this process, one after the other.
-        Ignored when ``scheduler`` is given.
+        ``synchronous`` runs every task in this process, one after the other;
+        ``slurm`` and ``pbs`` start a Dask scheduler in this process and submit
+        worker jobs through dask-jobqueue (see `basins.clusters`). Ignored when
+        ``scheduler`` is given.
     scheduler : str, optional
-        Address of a running Dask scheduler, such as ``tcp://10.0.0.1:8786``.
+        Address of a running Dask scheduler, such as ``tcp://10.0.0.1:8786``, or
+        the path of its scheduler file (``*.json``).
     n_workers : int, optional
         Worker processes of the local cluster; by default the number of cores
         divided by ``numba_threads``.
     numba_threads : int, optional
-        Numba threads per worker (per task); default 1 for a local cluster and all
-        cores for ``synchronous``.
+        Numba threads per worker (per task); default 1 for a local cluster, all
+        cores for ``synchronous`` and ``cores // processes`` for batch jobs.
     progress : bool
         Show a progress bar on standard error.
+    cluster_options : mapping, optional
+        Settings of the batch jobs that replace the configured ones, such as
+        ``{"queue": "short", "minimum_jobs": 4, "maximum_jobs": 4}``; the keys are
+        those of `basins.clusters.JobSettings`. Only for ``slurm`` and ``pbs``.
     """
 
     cluster: str = "local"
@@ -133,6 +173,7 @@ class Execution:
     n_workers: int | None = None
     numba_threads: int | None = None
     progress: bool = True
+    cluster_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.cluster not in CLUSTERS:
@@ -144,6 +185,39 @@ class Execution:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} = {value!r} is invalid: expected an integer >= 1")
+        if self.scheduler is not None and not str(self.scheduler).endswith(".json"):
+            _check_scheduler_address(self.scheduler)
+        if not self.batch:
+            if self.cluster_options:
+                raise ConfigError(
+                    f"cluster_options = {dict(self.cluster_options)!r} is invalid with "
+                    f"cluster = {self.cluster!r}: batch-job settings (--queue, --cores "
+                    f"and the like) apply only to --cluster slurm or pbs, without "
+                    f"--scheduler"
+                )
+            return
+        if self.n_workers is not None:
+            raise ConfigError(
+                f"n_workers = {self.n_workers} is invalid with cluster = "
+                f"{self.cluster!r}: set the number of jobs and the processes per job "
+                f"instead (--jobs, --processes)"
+            )
+        self.job_settings().numba_threads(self.numba_threads)
+
+    @property
+    def batch(self) -> bool:
+        """Whether the tasks run in worker jobs of a SLURM or PBS cluster."""
+        return self.scheduler is None and self.cluster in clusters.BATCH_SYSTEMS
+
+    def job_settings(self) -> clusters.JobSettings:
+        """Return the batch-job settings: the configured ones with the overrides.
+
+        Raises
+        ------
+        ConfigError
+            If an option is unknown or invalid.
+        """
+        return clusters.job_settings(self.cluster_options)
 
     def local_layout(self) -> tuple[int, int]:
         """Return (workers, Numba threads per worker) for a local cluster.
@@ -167,7 +241,7 @@ class Execution:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """Summary of a call to `run` or `resume`."""
+    """What a call to `run` or `resume` did."""
 
     path: Path
     chunks_computed: int
@@ -182,85 +256,165 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="chunk", disable=not enabled, desc="basins", leave=True)
 
 
-def _run_synchronous(
-    config: Config, path: Path, chunks: list[int], execution: Execution
-) -> int:
+# A task function: (configuration as plain data, atlas path, chunk index, Numba
+# threads or None) -> a dict with at least the RK4 steps it took under "steps".
+Task = Callable[[dict[str, Any], str, int, int | None], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One task: run ``task`` on chunk ``chunk`` of the atlas at ``path``.
+
+    ``name`` names the task's Dask key; the default task computes one chunk of a map.
+    ``writer_token``, when set, is passed to the task as its fifth argument, so that
+    it writes only while the run owns the atlas (`basins.lock`).
+    """
+
+    path: Path
+    config: Config
+    chunk: int
+    task: Task = compute_chunk
+    name: str = "chunk"
+    writer_token: str | None = None
+
+    def arguments(self, config_data: dict[str, Any], threads: int | None) -> tuple:
+        """Return the task's positional arguments."""
+        arguments = (config_data, str(self.path.resolve()), self.chunk, threads)
+        if self.writer_token is not None:
+            arguments += (self.writer_token,)
+        return arguments
+
+
+def _run_synchronous(items: list[WorkItem], execution: Execution) -> int:
     threads = execution.numba_threads or available_cores()
     steps = 0
-    with _progress_bar(len(chunks), execution.progress) as bar:
-        for chunk in chunks:
-            steps += compute_chunk(config.to_dict(), str(path), chunk, threads)["steps"]
+    with _progress_bar(len(items), execution.progress) as bar:
+        for item in items:
+            result = item.task(*item.arguments(item.config.to_dict(), threads))
+            steps += result["steps"]
             bar.update(1)
     return steps
 
 
+def _log_dashboard(client) -> None:
+    """Log the address of the scheduler's dashboard, if it serves one."""
+    services = client.scheduler_info().get("services", {})
+    if "dashboard" in services:
+        logger.info("Dask dashboard at %s", client.dashboard_link)
+
+
 def _run_distributed(
-    config: Config, path: Path, chunks: list[int], execution: Execution
+    items: list[WorkItem], execution: Execution, retry_hint: str
 ) -> int:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    if execution.scheduler is not None:
-        cluster = None
-        client = Client(execution.scheduler)
-        threads = execution.numba_threads
-        logger.info("connected to scheduler %s", execution.scheduler)
-    else:
-        workers, threads = execution.local_layout()
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env={"NUMBA_NUM_THREADS": str(threads)},
-        )
-        client = Client(cluster)
-        logger.info(
-            "started a local cluster: %d workers x %d Numba threads", workers, threads
-        )
-
-    config_data = config.to_dict()
+    # Each atlas's configuration is converted once, not once per chunk.
+    config_data = {item.path: item.config.to_dict() for item in items}
     failures = []
+    lost = 0
     steps = 0
-    try:
+    with clusters.open_session(execution) as session:
+        _log_dashboard(session.client)
         # Each chunk gets its own key, so no two tasks are ever merged.
-        token = f"{path.resolve()}-{time.time_ns()}"
+        token = time.time_ns()
         futures = [
-            client.submit(
-                compute_chunk,
-                config_data,
-                str(path.resolve()),
-                chunk,
-                threads,
-                key=f"basins-chunk-{chunk}-{token}",
+            session.client.submit(
+                item.task,
+                *item.arguments(config_data[item.path], session.numba_threads),
+                key=f"basins-{item.name}-{item.chunk}-{item.path.resolve()}-{token}",
                 pure=False,
                 retries=1,
             )
-            for chunk in chunks
+            for item in items
         ]
+        session.wait_for_first_worker()
         with _progress_bar(len(futures), execution.progress) as bar:
             for future in as_completed(futures):
-                if future.status == "error":
+                # The client cancels every future when it loses the scheduler.
+                if future.cancelled():
+                    lost += 1
+                elif future.status == "error":
                     failures.append((future, future.exception()))
                     logger.error("task %s failed: %s", future.key, future.exception())
                 else:
                     steps += future.result()["steps"]
                 bar.update(1)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    if lost:
+        raise ClusterError(
+            f"lost the connection to the Dask scheduler with {lost} of {len(items)} "
+            f"chunks unfinished; the finished chunks are stored, and '{retry_hint}' "
+            f"computes the others"
+        )
     if failures:
         _, first_error = failures[0]
-        raise RuntimeError(
-            f"{len(failures)} of {len(chunks)} chunks failed; the others are stored, "
-            f"and 'basins resume {path}' retries the failed ones. First error: "
+        raise TaskError(
+            f"{len(failures)} of {len(items)} chunks failed; the others are stored, "
+            f"and '{retry_hint}' retries the failed ones. First error: "
             f"{first_error!r}"
         ) from first_error
     return steps
 
 
+def execute(
+    items: list[WorkItem], execution: Execution, *, retry_hint: str | None = None
+) -> int:
+    """Run every work item as ``execution`` specifies; return the RK4 steps taken.
+
+    The items may belong to several atlases (the members of a sweep). They are
+    submitted together, so one cluster serves them all. ``retry_hint`` is the
+    command that retries failed chunks, quoted in the error message.
+
+    Raises
+    ------
+    RuntimeError
+        If a task failed; the other tasks' chunks are stored.
+    """
+    if not items:
+        return 0
+    if execution.scheduler is None and execution.cluster == "synchronous":
+        return _run_synchronous(items, execution)
+    paths = sorted({str(item.path) for item in items})
+    retry_hint = retry_hint or f"basins resume {paths[0] if len(paths) == 1 else 'PATH'}"
+    return _run_distributed(items, execution, retry_hint)
+
+
+def run_tasks(
+    config: Config,
+    path: Path,
+    chunks: list[int],
+    execution: Execution,
+    task: Task = compute_chunk,
+    *,
+    name: str = "chunk",
+    retry_hint: str | None = None,
+) -> int:
+    """Run ``task`` once per chunk of one atlas and return the total RK4 steps.
+
+    Parameters
+    ----------
+    config : Config
+        The atlas's configuration, sent to every task as plain data.
+    path : path
+        The atlas; each task writes its own chunks into it.
+    chunks : list of int
+        Chunk indices, each passed to one call of ``task``.
+    execution : Execution
+        Where the tasks run.
+    task : callable, optional
+        Called as ``task(config_data, path, chunk, numba_threads)``; returns a dict
+        with the RK4 steps it took under ``"steps"``. Default: one chunk of a map.
+    name : str, optional
+        Names the tasks' Dask keys.
+    retry_hint : str, optional
+        The command that retries failed chunks, for the error message; default
+        ``basins resume PATH``.
+    """
+    items = [WorkItem(Path(path), config, chunk, task, name) for chunk in chunks]
+    return execute(items, execution, retry_hint=retry_hint)
+
+
 def _compute(
-    config: Config, path: Path, chunks: list[int], execution: Execution
+    config: Config, path: Path, chunks: list[int], execution: Execution, token: str
 ) -> RunSummary:
     started = time.perf_counter()
     logger.info(
@@ -270,12 +424,9 @@ def _compute(
         config.sampling.chunk_size,
         path,
     )
-    if not chunks:
-        steps = 0
-    elif execution.scheduler is None and execution.cluster == "synchronous":
-        steps = _run_synchronous(config, path, chunks, execution)
-    else:
-        steps = _run_distributed(config, path, chunks, execution)
+    items = [WorkItem(path, config, chunk, writer_token=token) for chunk in chunks]
+    steps = execute(items, execution)
+    lock.check_writer(path, token)
     atlas.finalize(path)
     seconds = time.perf_counter() - started
     pending = len(atlas.pending_chunks(path))
@@ -332,18 +483,54 @@ def run(
     Raises
     ------
     AtlasError
-        If ``path`` exists and ``overwrite`` is false.
+        If ``path`` exists and ``overwrite`` is false, contains something other than
+        an atlas, or lies on a file system without room for the atlas.
+    AtlasInUseError
+        If another process holds the atlas's writer lock.
     ConfigError
         If an execution setting is invalid.
+    TaskError
+        If some chunks failed; the others are stored, and `resume` retries.
+
+    Notes
+    -----
+    The run holds the atlas's writer lock (`basins.lock`) from before the atlas is
+    created until the catalog is written. Everything is checked before the first
+    write, so an invalid request leaves the file system as it was.
+
+    With ``sampling.initial = 'tokens'`` the model's token states are computed here,
+    once, and stored in the atlas as ``initial_state``; the tasks read them from it.
+    ClusterError
+        If the cluster cannot start or gets no worker, or if the scheduler is lost
+        before every chunk finished; the finished chunks stay stored.
     """
     execution = execution or Execution()
     config.check_step_size(stacklevel=2)
-    chunks = _select(range(config.sampling.n_chunks), max_chunks)
-    if execution.scheduler is None and execution.cluster == "local":
-        execution.local_layout()
+    _check_layout(execution)
+    if execution.batch:
+        clusters.check_submit_command(execution.cluster)
     path = Path(path)
-    atlas.create_atlas(path, config, overwrite=overwrite)
-    return _compute(config, path, chunks, execution)
+    initial_state = None
+    if config.sampling.initial == "tokens":
+        initial_state = config.system.token_states(config.sampling.text)
+    atlas.check_target(path, overwrite=overwrite)
+    freed = storage.tree_bytes(path) if path.is_dir() else 0
+    storage.check_free_space(
+        path,
+        storage.atlas_bytes(config),
+        what=f"the atlas of {config.sampling.n_initial} initial conditions",
+        freed=freed,
+    )
+    chunks = _select(range(config.sampling.n_chunks), max_chunks)
+    with lock.acquire(path, "run", create=True) as writer:
+        atlas.create_atlas(
+            path,
+            config,
+            overwrite=overwrite,
+            token=writer.token,
+            initial_state=initial_state,
+        )
+        return _compute(config, path, chunks, execution, writer.token)
 
 
 def resume(
@@ -357,14 +544,45 @@ def resume(
     The configuration is read from the atlas; the result is identical to that of an
     uninterrupted run.
 
+    Before computing, resume checks that no symbolic link in the atlas points out of
+    it and removes the temporary files of writes that a crash interrupted. It returns
+    damaged chunks (ones that fail to decode or are inconsistent) to the pending
+    state, so that they are recomputed.
+
     Raises
     ------
     AtlasError
-        If ``path`` is not an atlas.
+        If ``path`` is not an atlas, contains links that point out of it, or lies
+        on a file system without room for the pending chunks.
+    AtlasInUseError
+        If another process holds the atlas's writer lock.
+    TaskError
+        If some chunks failed; the others are stored.
+    ClusterError
+        If the cluster cannot start or gets no worker, or if the scheduler is lost
+        before every chunk finished; the finished chunks stay stored.
     """
     execution = execution or Execution()
+    _check_layout(execution)
+    if execution.batch:
+        clusters.check_submit_command(execution.cluster)
     path = Path(path)
-    config = atlas.read_config(path)
-    chunks = _select(atlas.pending_chunks(path), max_chunks)
-    return _compute(config, path, chunks, execution)
+    atlas.open_store(path)
+    with lock.acquire(path, "resume") as writer:
+        storage.check_links(path)
+        storage.remove_leftovers(path)
+        atlas.discard_damaged_catalog(path)
+        config = atlas.read_config(path)
+        chunks = _select(atlas.pending_chunks(path, reset_damaged=True), max_chunks)
+        storage.check_free_space(
+            path,
+            storage.atlas_bytes(config, len(chunks)),
+            what=f"resuming {len(chunks)} chunks of {config.sampling.chunk_size}",
+        )
+        return _compute(config, path, chunks, execution, writer.token)
+
+
+def _check_layout(execution: Execution) -> None:
+    if execution.scheduler is None and execution.cluster == "local":
+        execution.local_layout()
 

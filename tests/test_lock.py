@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+from helpers import command, file_snapshot, multistable_toml, synchronous_run
+
+from basins import Execution, load_config, resume, run
+from basins.atlas import create_atlas, pending_chunks
+from basins.cli import main
+from basins.errors import AtlasError, AtlasInUseError, LockLostError
+from basins.kernels import STATUS_PENDING
+from basins.lock import (
+    LOCK_NAME,
+    acquire,
+    check_writer,
+    current_holder,
+    read_lock,
+    unlock,
+)
+from basins.mapping import compute_chunk
+
+SYNCHRONOUS = Execution(cluster="synchronous", numba_threads=1, progress=False)
+
+# Generous bound on how long a subprocess may take to reach a state the test waits
+# for; only exceeded when something is broken.
+WAIT_SECONDS = 120
+
+
+def write_lock(path, holder) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / LOCK_NAME).write_text(json.dumps(dataclasses.asdict(holder)))
+
+
+def dead_pid() -> int:
+    """Return the pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_long_run(tmp_path, stderr):
+    """Start a 'basins run' of 400 chunks in a real process; return once locked."""
+    config = tmp_path / "system.toml"
+    config.write_text(multistable_toml(n_initial=40000, chunk_size=100))
+    path = tmp_path / "atlas.zarr"
+    arguments = synchronous_run(config, path, "--threads", "1")
+    process = subprocess.Popen(command(*arguments), stderr=stderr, text=True)
+    try:
+        wait_for(lambda: (path / "zarr.json").exists() and read_lock(path), "the lock")
+    except AssertionError:
+        process.kill()
+        raise
+    return config, path, process
+
+
+def test_lock_is_exclusive(tmp_path):
+    first = acquire(tmp_path, "run")
+    with pytest.raises(AtlasInUseError) as refused:
+        acquire(tmp_path, "resume")
+    message = str(refused.value)
+    assert f"process {os.getpid()} on host {socket.gethostname()}" in message
+    assert "basins run" in message
+    assert first.holder.started in message
+    first.release()
+    assert read_lock(tmp_path) is None
+    with acquire(tmp_path, "resume") as second:
+        assert read_lock(tmp_path) == second.holder
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_run_and_resume_refused_while_locked(tmp_path, small_config, capsys):
+    path = tmp_path / "atlas.zarr"
+    run(small_config, path, execution=SYNCHRONOUS, max_chunks=2)
+    before = file_snapshot(path)
+    holder = acquire(path, "sweep")
+    try:
+        with pytest.raises(AtlasInUseError, match="basins sweep"):
+            resume(path, execution=SYNCHRONOUS)
+        with pytest.raises(AtlasInUseError, match="basins sweep"):
+            run(small_config, path, execution=SYNCHRONOUS, overwrite=True)
+        assert main(["resume", str(path), "--cluster", "synchronous"]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by process {os.getpid()}" in err
+        assert err.count("\n") == 1
+    finally:
+        holder.release()
+    assert file_snapshot(path) == before
+
+
+def test_stale_lock_is_cleared_with_a_warning(tmp_path, small_config, caplog):
+    path = tmp_path / "atlas.zarr"
+    run(small_config, path, execution=SYNCHRONOUS, max_chunks=1)
+    stale = dataclasses.replace(current_holder("run"), pid=dead_pid())
+    write_lock(path, stale)
+    with caplog.at_level(logging.WARNING, logger="basins.lock"):
+        resume(path, execution=SYNCHRONOUS)
+    assert f"removing the stale lock of {path}: process {stale.pid}" in caplog.text
+    assert pending_chunks(path) == []
+    assert read_lock(path) is None
+
+
+def test_reused_pid_counts_as_stopped(tmp_path):
+    holder = current_holder("run")
+    assert holder.is_running() is True
+    reused = dataclasses.replace(holder, process_start=holder.process_start + 1)
+    assert reused.is_running() is False
+    write_lock(tmp_path, reused)
+    assert unlock(tmp_path) == reused
+    assert read_lock(tmp_path) is None
+
+
+def test_lock_of_another_host_needs_force(tmp_path, capsys):
+    foreign = dataclasses.replace(current_holder("run"), host="node-elsewhere")
+    write_lock(tmp_path, foreign)
+    assert foreign.is_running() is None
+    with pytest.raises(
+        AtlasInUseError, match="cannot check whether a process on another"
+    ):
+        acquire(tmp_path, "resume")
+    with pytest.raises(AtlasInUseError, match="--force"):
+        unlock(tmp_path)
+    assert main(["unlock", str(tmp_path)]) == 2
+    assert "on host node-elsewhere" in capsys.readouterr().err
+    assert main(["unlock", str(tmp_path), "--force"]) == 0
+    assert "removed the lock" in capsys.readouterr().out
+    assert read_lock(tmp_path) is None
+
+
+def test_lock_of_a_running_process_is_kept(tmp_path):
+    with acquire(tmp_path, "run") as held:
+        with pytest.raises(AtlasInUseError):
+            unlock(tmp_path, force=True)
+        assert read_lock(tmp_path) == held.holder
+
+
+def test_damaged_lock_file(tmp_path, capsys):
+    (tmp_path / LOCK_NAME).write_text("{not json")
+    with pytest.raises(AtlasError, match="lock file .* is damaged"):
+        acquire(tmp_path, "run")
+    assert main(["unlock", str(tmp_path)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["unlock", str(tmp_path), "--force"]) == 0
+    assert not (tmp_path / LOCK_NAME).exists()
+    assert main(["unlock", str(tmp_path)]) == 0
+    assert "nothing to remove" in capsys.readouterr().out
+
+
+def test_check_writer(tmp_path):
+    with acquire(tmp_path, "run") as held:
+        check_writer(tmp_path, held.token)
+        with pytest.raises(LockLostError, match="no longer holds the lock"):
+            check_writer(tmp_path, "another run's token")
+    with pytest.raises(LockLostError, match="no longer holds the lock"):
+        check_writer(tmp_path, held.token)
+
+    dead = dataclasses.replace(current_holder("run"), pid=dead_pid())
+    write_lock(tmp_path, dead)
+    with pytest.raises(LockLostError, match="is no longer running"):
+        check_writer(tmp_path, dead.token)
+
+
+def test_task_without_lock_writes_nothing(tmp_path, small_config):
+    path = tmp_path / "atlas.zarr"
+    with acquire(path, "run", create=True) as held:
+        create_atlas(path, small_config, token=held.token)
+    before = file_snapshot(path)
+    with pytest.raises(LockLostError):
+        compute_chunk(small_config.to_dict(), str(path), 0, 1, held.token)
+    assert file_snapshot(path) == before
+
+
+def test_unfinished_creation_is_replaced(tmp_path, small_config):
+    """A run killed while creating the atlas leaves a lock and no root attributes."""
+    path = tmp_path / "atlas.zarr"
+    stale = dataclasses.replace(current_holder("run"), pid=dead_pid())
+    write_lock(path, stale)
+    zarr.create_group(str(path), zarr_format=3).create_array(
+        "status", shape=(5,), dtype="int8"
+    )
+    with pytest.raises(AtlasError, match="never completely created"):
+        resume(path, execution=SYNCHRONOUS)
+    run(small_config, path, execution=SYNCHRONOUS)
+    assert pending_chunks(path) == []
+    assert not (path / LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+def test_live_holder_refuses_then_stale_lock_resumes(tmp_path, capsys):
+    """A real second process is refused; once it is killed, resume takes over."""
+    config, path, process = start_long_run(tmp_path, stderr=subprocess.DEVNULL)
+    try:
+        assert main(["-q", "resume", str(path), "--cluster", "synchronous"]) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"is in use by process {process.pid} on host {socket.gethostname()}" in err
+        )
+        assert "(basins run, started " in err
+        assert main(["-q", "run", str(config), "--out", str(path), "--overwrite"]) == 2
+        assert f"process {process.pid}" in capsys.readouterr().err
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert read_lock(path).pid == process.pid
+    resume_arguments = ["-q", "resume", str(path), "--cluster", "synchronous"]
+    assert main([*resume_arguments, "--max-chunks", "2", "--no-progress"]) == 0
+    assert read_lock(path) is None
+
+
+@pytest.mark.slow
+def test_sigterm_releases_the_lock(tmp_path):
+    _, path, process = start_long_run(tmp_path, stderr=subprocess.PIPE)
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=WAIT_SECONDS)
+    finally:
+        process.kill()
+    assert process.returncode == 143
+    assert "terminated by SIGTERM" in err
+    assert read_lock(path) is None
+
+
+@pytest.mark.slow
+def test_cancelled_task_writes_nothing(tmp_path):
+    """A worker whose client disconnected skips the write, even with the lock alive.
+
+    This is how a worker on another host learns that its driver died: the test
+    process holds the lock (alive, on this host), so only the cancellation can stop
+    the write.
+    """
+    from distributed import Client, LocalCluster
+
+    example = tmp_path / "system.toml"
+    example.write_text(multistable_toml(n_initial=4000, chunk_size=4000))
+    config = load_config(example)
+    path = tmp_path / "atlas.zarr"
+    with acquire(path, "run", create=True) as held:
+        create_atlas(path, config, token=held.token)
+        with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=1, dashboard_address=None
+            ) as cluster,
+            Client(cluster.scheduler_address) as observer,
+        ):
+
+            def executing(dask_worker):
+                return len(dask_worker.state.executing)
+
+            driver = Client(cluster.scheduler_address)
+            future = driver.submit(
+                compute_chunk, config.to_dict(), str(path), 0, 1, held.token, pure=False
+            )
+            wait_for(lambda: sum(observer.run(executing).values()) == 1, "the task")
+            driver.close()
+            del future
+            wait_for(
+                lambda: sum(observer.run(executing).values()) == 0, "the task's end"
+            )
+        status = zarr.open_group(str(path), mode="r")["status"][:]
+        assert np.all(status == STATUS_PENDING)
+        assert not (path / "final_state" / "c").exists()
