@@ -202,4 +202,6 @@ def _integrate_batch(X, A, V, beta, weighting, dt, max_steps, tol, checks, statu
 
 
 integrate_batch = njit(parallel=True, cache=True)(_integrate_batch)
-integrate_batch_serial = njit(cache=True)(_integrate_batch)
+# Numba names a cache entry after the Python function, so a cached serial twin would
+# share the parallel kernel's entry and one would silently run as the other.
+integrate_batch_serial = njit(cache=False)(_integrate_batch)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -173,3 +176,28 @@ def test_mirror_maps_trajectories_exactly(multistable_system):
 def test_wrong_initial_shape_is_rejected(multistable_system):
     with pytest.raises(ValueError, match=r"expected \(m, 4, 3\)"):
         integrate(multistable_system, Integration(), np.zeros((2, 3, 3)))
+
+
+def test_serial_kernel_never_shares_the_parallel_cache(tmp_path):
+    """In a fresh Numba cache, compiling the serial twin first must not hand its
+    machine code to the parallel kernel, which would then run on one thread."""
+    script = (
+        "import numpy as np\n"
+        "from basins import System, Integration, initial_conditions, integrate\n"
+        "from basins import kernels\n"
+        "system = System(n_tokens=3, dim=3, beta=1.0)\n"
+        "initial = initial_conditions(0, 0, 4, 3, 3)\n"
+        "integrate(system, Integration(max_steps=10), initial, parallel=False)\n"
+        "integrate(system, Integration(max_steps=10), initial, parallel=True)\n"
+        "print(sum(kernels.integrate_batch.stats.cache_hits.values()))\n"
+    )
+    environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"

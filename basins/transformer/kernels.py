@@ -249,7 +249,9 @@ def _multihead_integrate_batch(
 
 
 multihead_integrate_batch = njit(parallel=True, cache=True)(_multihead_integrate_batch)
-multihead_integrate_batch_serial = njit(cache=True)(_multihead_integrate_batch)
+# Numba names a cache entry after the Python function, so a cached serial twin would
+# share the parallel kernel's entry and one would silently run as the other.
+multihead_integrate_batch_serial = njit(cache=False)(_multihead_integrate_batch)
 
 
 # Reduced coordinates. With total head rank r = n_heads * d_head and W = [W_O,1 ...
@@ -538,4 +540,6 @@ def _reduced_integrate_batch(
 
 
 reduced_integrate_batch = njit(parallel=True, cache=True)(_reduced_integrate_batch)
-reduced_integrate_batch_serial = njit(cache=True)(_reduced_integrate_batch)
+# Numba names a cache entry after the Python function, so a cached serial twin would
+# share the parallel kernel's entry and one would silently run as the other.
+reduced_integrate_batch_serial = njit(cache=False)(_reduced_integrate_batch)
