@@ -1,0 +1,77 @@
+"""LLVM-level helpers for the generated lane kernels of `basins.lanes`.
+
+Numba exposes no way to set LLVM function attributes or to reinterpret the bits of
+a float, and the lane kernels need both: these intrinsics emit the few lines of LLVM
+IR directly. They are called from generated code only.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def prefer_wide_vectors(typingctx):
+    """Let LLVM use 512-bit vectors in the calling function, and keep it out of line.
+
+    LLVM prefers 256-bit vectors on Intel processors with AVX-512; the function
+    attribute ``prefer-vector-width`` overrides that for one function, and
+    ``min-legal-vector-width`` keeps the backend from splitting the vectors again.
+    The function is never inlined, because a caller without the attributes would
+    compile the inlined copy with 256-bit vectors. On processors without AVX-512
+    the attributes change nothing.
+    """
+
+    def codegen(context, builder, signature, args):
+        attributes = builder.function.attributes
+        # llvmlite checks attribute names against a list that lacks the string
+        # attributes (checked with llvmlite 0.50), so add them to the set itself.
+        set.add(attributes, '"prefer-vector-width"="512"')
+        set.add(attributes, '"min-legal-vector-width"="512"')
+        attributes.add("noinline")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def inline_always(typingctx):
+    """Make LLVM inline the calling function into each caller, whatever its size.
+
+    The generated field function is far above LLVM's inlining threshold, and a call
+    left in the lane loop would stop the loop's vectorisation.
+    """
+
+    def codegen(context, builder, signature, args):
+        builder.function.attributes.add("alwaysinline")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def power_of_two(typingctx, shifted):
+    """Return ``2^k`` for ``shifted = k + 1.5 * 2^52`` (float64) or ``k + 1.5 * 2^23``.
+
+    Adding the shifter leaves ``k`` in the low bits of the significand (modulo the
+    size of the exponent field); shifting them into the exponent field and adding the
+    exponent bias gives the bit pattern of ``2^k``. Valid for ``-1022 <= k <= 1024``
+    (float64) and ``-126 <= k <= 128`` (float32); the upper end gives infinity.
+    """
+    if shifted == types.float64:
+        width, mantissa_bits, bias = 64, 52, 1023
+    elif shifted == types.float32:
+        width, mantissa_bits, bias = 32, 23, 127
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        integer = ir.IntType(width)
+        bits = builder.bitcast(args[0], integer)
+        bits = builder.shl(bits, integer(mantissa_bits))
+        bits = builder.add(bits, integer(bias << mantissa_bits))
+        return builder.bitcast(bits, context.get_value_type(signature.return_type))
+
+    return shifted(shifted), codegen
