@@ -1,8 +1,8 @@
-"""LLVM-level helpers for the generated lane kernels of `basins.lanes`.
+"""LLVM-level helpers for the vectorised kernels (`basins.lanes`, `basins.rows`).
 
 Numba exposes no way to set LLVM function attributes or to reinterpret the bits of
-a float, and the lane kernels need both: these intrinsics emit the few lines of LLVM
-IR directly. They are called from generated code only.
+a float, and the vectorised kernels need both: these intrinsics emit the few lines
+of LLVM IR directly.
 """
 
 from __future__ import annotations
@@ -52,26 +52,24 @@ def inline_always(typingctx):
 
 
 @intrinsic
-def power_of_two(typingctx, shifted):
-    """Return ``2^k`` for ``shifted = k + 1.5 * 2^52`` (float64) or ``k + 1.5 * 2^23``.
+def add_to_exponent(typingctx, value, shifted):
+    """Return ``value * 2^k`` for ``shifted = k + 1.5 * 2^52`` (float64) or
+    ``k + 1.5 * 2^23`` (float32), for results that stay normal.
 
     Adding the shifter leaves ``k`` in the low bits of the significand (modulo the
-    size of the exponent field); shifting them into the exponent field and adding the
-    exponent bias gives the bit pattern of ``2^k``. Valid for ``-1022 <= k <= 1024``
-    (float64) and ``-126 <= k <= 128`` (float32); the upper end gives infinity.
+    size of the exponent field); shifting them into the exponent field and adding
+    that to the bits of ``value`` multiplies it by ``2^k``, one integer addition in
+    place of building ``2^k`` and multiplying. A result outside the normal range
+    comes out as garbage, infinity or NaN, so the caller bounds ``k``.
     """
-    if shifted == types.float64:
-        width, mantissa_bits, bias = 64, 52, 1023
-    elif shifted == types.float32:
-        width, mantissa_bits, bias = 32, 23, 127
-    else:
+    if value != shifted or value not in (types.float64, types.float32):
         return None
+    width, mantissa_bits = (64, 52) if value == types.float64 else (32, 23)
 
     def codegen(context, builder, signature, args):
         integer = ir.IntType(width)
         bits = builder.bitcast(args[0], integer)
-        bits = builder.shl(bits, integer(mantissa_bits))
-        bits = builder.add(bits, integer(bias << mantissa_bits))
-        return builder.bitcast(bits, context.get_value_type(signature.return_type))
+        k_bits = builder.shl(builder.bitcast(args[1], integer), integer(mantissa_bits))
+        return builder.bitcast(builder.add(bits, k_bits), args[0].type)
 
-    return shifted(shifted), codegen
+    return value(value, shifted), codegen

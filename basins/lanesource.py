@@ -51,9 +51,10 @@ class ExpConstants:
     that ``k * ln2_high`` is exact, and ``ln2_low`` corrects it. On
     ``|r| <= ln(2) / 2``, ``exp(r) = 1 + r + r^2 q(r)``, with ``q`` the Chebyshev
     interpolant of ``(exp(r) - 1 - r) / r^2`` computed with mpmath at 50 digits
-    (``mpmath.chebyfit``), highest degree first. Arguments are clamped to
-    ``[minimum, maximum]``; the minimum keeps the result normal and the maximum
-    makes ``2^k`` infinite, where exp overflows anyway.
+    (``mpmath.chebyfit``), highest degree first. ``2^k`` is applied by adding ``k``
+    to the exponent field of ``exp(r)``. Arguments are clamped to ``[minimum,
+    maximum]``: the minimum keeps the result normal, and at the maximum, where exp
+    overflows anyway, the exponent field overflows into infinity or NaN.
     """
 
     log2_e: float
@@ -91,7 +92,7 @@ EXP_CONSTANTS = {
         ln2_high=0.693359375,
         ln2_low=-2.12194440e-4,
         shifter=1.5 * 2.0**23,
-        minimum=-87.0,
+        minimum=-86.0,
         maximum=89.0,
         q=(
             0.0013926175888627768,
@@ -160,7 +161,7 @@ def _emit_header(src: _Source, plan: LanePlan) -> None:
         import numpy as np
         from numba import njit, prange
 
-        from basins.intrinsics import inline_always, power_of_two, prefer_wide_vectors
+        from basins.intrinsics import add_to_exponent, inline_always, prefer_wide_vectors
         """
     )
     src.line()
@@ -220,7 +221,7 @@ def _emit_header(src: _Source, plan: LanePlan) -> None:
             k = shifted - SHIFTER
             r = (x - k * LN2_HIGH) - k * LN2_LOW
             q = {horner}
-            return (ONE + r * (ONE + r * q)) * power_of_two(shifted)
+            return add_to_exponent(ONE + r * (ONE + r * q), shifted)
         '''
     )
     src.line()

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from basins.config import WEIGHTINGS, Integration, System
-from basins.intrinsics import inline_always, power_of_two, prefer_wide_vectors
+from basins.intrinsics import add_to_exponent, inline_always, prefer_wide_vectors
 from basins.kernels import (
     FLOAT64_MAX,
     STATUS_CONVERGED,
@@ -72,7 +72,7 @@ def exp(x):
     r = (x - k * LN2_HIGH) - k * LN2_LOW
     q = ((((((((Q0 * r + Q1) * r + Q2) * r + Q3) * r + Q4) * r + Q5) * r + Q6) * r
           + Q7) * r + Q8) * r + Q9
-    return (1.0 + r * (1.0 + r * q)) * power_of_two(shifted)
+    return add_to_exponent(1.0 + r * (1.0 + r * q), shifted)
 
 
 @njit(fastmath=FLAGS, error_model="numpy", cache=True)

@@ -195,11 +195,14 @@ def test_polynomial_exp_is_accurate(precision, limit, ulps):
     relative = np.abs(out.astype(np.float64) - exact) / exact
     assert relative.max() <= ulps * np.finfo(precision).eps
 
-    special = np.array([np.nan, np.inf, 0.0], dtype=precision)
-    evaluate(special, out[:3])
+    # Past the overflow threshold the result is infinity or NaN: both end a
+    # trajectory as nonfinite, where a large finite weight could not.
+    special = np.array([np.nan, np.inf, 2000.0, 0.0], dtype=precision)
+    evaluate(special, out[:4])
     assert np.isnan(out[0])
-    assert out[1] == np.inf
-    assert out[2] == 1.0
+    assert not np.isfinite(out[1])
+    assert not np.isfinite(out[2])
+    assert out[3] == 1.0
 
 
 def test_float32_reaches_float64_attractors():
