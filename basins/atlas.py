@@ -61,6 +61,14 @@ logger = logging.getLogger(__name__)
 
 ATLAS_FORMAT_VERSION = 1
 
+# Names of the status codes in the run totals, in the order they are reported.
+STATUS_NAMES = {
+    STATUS_CONVERGED: "converged",
+    STATUS_MAX_STEPS: "max_steps",
+    STATUS_NONFINITE: "nonfinite",
+    STATUS_PENDING: "pending",
+}
+
 # name: (dtype, fill value, dimension names after "ic")
 PER_IC_ARRAYS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
     "status": ("int8", STATUS_PENDING, ()),
@@ -227,22 +235,57 @@ def write_chunk(path: str | Path, config: Config, result: ChunkResult) -> None:
     group["status"][start:stop] = result.status
 
 
-def _chunk_representatives(
-    local_label: np.ndarray, chunk_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the first initial condition of every (chunk, local label) pair.
+@dataclass(frozen=True)
+class _ChunkAttractors:
+    """Every (chunk, local label) pair of an atlas, in the order of its first member.
 
-    Returns the global indices of those first members in increasing order, and for
-    every labelled initial condition the position of its pair in that list.
+    Local labels number a chunk's attractors in order of first appearance, so
+    chunk by chunk and label by label is the order of the first members; pair
+    ``offset[c] + label`` is label ``label`` of chunk ``c``.
     """
-    labelled = np.flatnonzero(local_label >= 0)
-    keys = (labelled // chunk_size) * (2**31) + local_label[labelled]
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    first_ic = labelled[first]
-    order = np.argsort(first_ic, kind="stable")
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order))
-    return first_ic[order], position[inverse.ravel()]
+
+    first_ic: np.ndarray
+    count: np.ndarray
+    steps: np.ndarray
+    offset: np.ndarray
+    totals: dict[str, int]
+
+
+def _scan_chunks(group: zarr.Group, config: Config) -> _ChunkAttractors:
+    """Read the atlas chunk by chunk and tabulate its local attractors and statuses.
+
+    Holds one chunk of the per-initial-condition arrays at a time, so that the
+    memory of `finalize` does not grow with the number of initial conditions.
+    """
+    first_ic, count, steps = [], [], []
+    offset = np.zeros(config.sampling.n_chunks + 1, dtype=np.int64)
+    totals = dict.fromkeys(STATUS_NAMES.values(), 0)
+    for chunk in range(config.sampling.n_chunks):
+        start, stop = chunk_bounds(config, chunk)
+        status = group["status"][start:stop]
+        for code, name in STATUS_NAMES.items():
+            totals[name] += int(np.count_nonzero(status == code))
+        labels = group["local_label"][start:stop]
+        labelled = np.flatnonzero(labels >= 0)
+        k = int(labels.max(initial=-1)) + 1
+        if k:
+            chunk_steps = group["steps"][start:stop][labelled]
+            _, first = np.unique(labels[labelled], return_index=True)
+            first_ic.append(start + labelled[first])
+            count.append(np.bincount(labels[labelled], minlength=k))
+            steps.append(np.bincount(labels[labelled], weights=chunk_steps, minlength=k))
+        offset[chunk + 1] = offset[chunk] + k
+
+    def joined(parts: list[np.ndarray], dtype) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype)
+
+    return _ChunkAttractors(
+        first_ic=joined(first_ic, np.int64),
+        count=joined(count, np.int64),
+        steps=joined(steps, np.float64),
+        offset=offset,
+        totals=totals,
+    )
 
 
 def finalize(path: str | Path) -> list[Attractor]:
@@ -252,7 +295,7 @@ def finalize(path: str | Path) -> list[Attractor]:
     initial condition; both depend only on the final states, so the catalog and the
     per-initial-condition ids are the same for any chunking or completion order.
     Chunks still pending are left out; finalizing again after they are computed
-    gives the full catalog.
+    gives the full catalog. The atlas is read and written one chunk at a time.
 
     Returns
     -------
@@ -261,34 +304,33 @@ def finalize(path: str | Path) -> list[Attractor]:
     """
     group = open_store(path, mode="r+")
     config = read_config(path)
-    status = group["status"][:]
-    local_label = group["local_label"][:]
-    steps = group["steps"][:]
-
-    # The first member of each chunk's local attractor, in global index order.
-    first_ic, pair_of_ic = _chunk_representatives(local_label, config.sampling.chunk_size)
-    labelled = np.flatnonzero(local_label >= 0)
-    states = group["final_state"].get_orthogonal_selection(
-        (first_ic, slice(None), slice(None))
-    ) if len(first_ic) else np.empty((0, config.system.n_tokens, config.system.dim))
+    pairs = _scan_chunks(group, config)
 
     # Merge the local attractors across chunks; each merged group is represented by
     # its earliest initial condition.
+    n_pairs = len(pairs.first_ic)
+    if n_pairs:
+        states = group["final_state"].get_orthogonal_selection(
+            (pairs.first_ic, slice(None), slice(None))
+        )
+    else:
+        states = np.empty((0, config.system.n_tokens, config.system.dim))
     matcher = Matcher(config.system, config.classification)
-    features = matcher.features(states, np.ones(len(first_ic), dtype=bool))
+    features = matcher.features(states, np.ones(n_pairs, dtype=bool))
     group_of_pair, representatives = matcher.group_representatives(
-        features, np.arange(len(first_ic))
+        features, np.arange(n_pairs)
     )
-    group_of_ic = group_of_pair[pair_of_ic]
-    counts = np.bincount(group_of_ic, minlength=len(representatives))
+    counts = np.bincount(
+        group_of_pair, weights=pairs.count, minlength=len(representatives)
+    ).astype(np.int64)
     step_sums = np.bincount(
-        group_of_ic, weights=steps[labelled], minlength=len(representatives)
+        group_of_pair, weights=pairs.steps, minlength=len(representatives)
     )
 
     # Ids by decreasing count, ties by first initial condition.
     order = sorted(
         range(len(representatives)),
-        key=lambda g: (-counts[g], first_ic[representatives[g]]),
+        key=lambda g: (-counts[g], pairs.first_ic[representatives[g]]),
     )
     id_of_group = np.empty(len(order), dtype=np.int32)
     id_of_group[order] = np.arange(len(order), dtype=np.int32)
@@ -297,30 +339,27 @@ def finalize(path: str | Path) -> list[Attractor]:
     catalog = []
     for g in order:
         rep = representatives[g]
-        attractor = describe(states[rep], first_ic[rep], spaces, config.classification)
+        attractor = describe(states[rep], pairs.first_ic[rep], spaces, config.classification)
         attractor.count = int(counts[g])
         attractor.steps_total = int(step_sums[g])
         catalog.append(attractor)
 
-    attractor_id = np.full(len(status), -1, dtype=np.int32)
-    class_code = np.full(len(status), CLASS_NONE, dtype=np.int8)
-    if catalog:
-        attractor_id[labelled] = id_of_group[group_of_ic]
-        codes = np.array([a.class_code for a in catalog], dtype=np.int8)
-        class_code[labelled] = codes[attractor_id[labelled]]
-    group["attractor"][:] = attractor_id
-    group["class"][:] = class_code
+    id_of_pair = id_of_group[group_of_pair] if n_pairs else np.empty(0, dtype=np.int32)
+    codes = np.array([a.class_code for a in catalog], dtype=np.int8)
+    for chunk in range(config.sampling.n_chunks):
+        start, stop = chunk_bounds(config, chunk)
+        labels = group["local_label"][start:stop]
+        labelled = labels >= 0
+        attractor_id = np.full(stop - start, -1, dtype=np.int32)
+        class_code = np.full(stop - start, CLASS_NONE, dtype=np.int8)
+        if labelled.any():
+            attractor_id[labelled] = id_of_pair[pairs.offset[chunk] + labels[labelled]]
+            class_code[labelled] = codes[attractor_id[labelled]]
+        group["attractor"][start:stop] = attractor_id
+        group["class"][start:stop] = class_code
     write_catalog(group, config, catalog, spaces)
 
-    totals = {
-        name: int(np.sum(status == code))
-        for name, code in (
-            ("converged", STATUS_CONVERGED),
-            ("max_steps", STATUS_MAX_STEPS),
-            ("nonfinite", STATUS_NONFINITE),
-            ("pending", STATUS_PENDING),
-        )
-    }
+    totals = pairs.totals
     group.attrs.update({"finalized": totals["pending"] == 0, "totals": totals})
     logger.info(
         "catalog of %s: %d attractors, totals %s", path, len(catalog), totals

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,8 @@ def compute_chunk(
     Returns
     -------
     dict
-        The chunk index and its counts of initial conditions per status.
+        The chunk index, its RK4 steps, and the seconds spent integrating (with
+        the generation of the initial conditions), classifying and writing.
     """
     started = time.perf_counter()
     if numba_threads is not None:
@@ -78,6 +79,7 @@ def compute_chunk(
     labels = classify_states(
         outcome.final_state, outcome.status, matcher, eigenspaces(system.V), start
     )
+    classified = time.perf_counter()
     atlas.write_chunk(
         path,
         config,
@@ -92,17 +94,20 @@ def compute_chunk(
     )
     finished = time.perf_counter()
     logger.debug(
-        "chunk %d: %d initial conditions, integrate %.3f s, classify and write %.3f s",
+        "chunk %d: %d initial conditions, integrate %.3f s, classify %.3f s, "
+        "write %.3f s",
         chunk,
         stop - start,
         integrated - started,
-        finished - integrated,
+        classified - integrated,
+        finished - classified,
     )
     return {
         "chunk": chunk,
         "steps": int(outcome.steps.sum()),
         "integrate_seconds": integrated - started,
-        "write_seconds": finished - integrated,
+        "classify_seconds": classified - integrated,
+        "write_seconds": finished - classified,
     }
 
 
@@ -165,15 +170,31 @@ class Execution:
         return workers, threads
 
 
+# Per-task timings that `compute_chunk` returns and a run adds up.
+TASK_TIMINGS = ("integrate_seconds", "classify_seconds", "write_seconds")
+
+
 @dataclass(frozen=True)
 class RunSummary:
-    """What a call to `run` or `resume` did."""
+    """What a call to `run` or `resume` did.
+
+    ``task_seconds`` sums `TASK_TIMINGS` over the computed chunks (wall time inside
+    the tasks, all workers together); ``finalize_seconds`` is the time of the
+    catalog merge at the end.
+    """
 
     path: Path
     chunks_computed: int
     chunks_pending: int
     steps: int
     seconds: float
+    task_seconds: dict[str, float] = field(default_factory=dict)
+    finalize_seconds: float = 0.0
+
+
+def _add_timings(totals: dict[str, float], result: dict[str, Any]) -> None:
+    for key in ("steps", *TASK_TIMINGS):
+        totals[key] = totals.get(key, 0) + result[key]
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -184,19 +205,19 @@ def _progress_bar(total: int, enabled: bool):
 
 def _run_synchronous(
     config: Config, path: Path, chunks: list[int], execution: Execution
-) -> int:
+) -> dict[str, float]:
     threads = execution.numba_threads or available_cores()
-    steps = 0
+    totals: dict[str, float] = {}
     with _progress_bar(len(chunks), execution.progress) as bar:
         for chunk in chunks:
-            steps += compute_chunk(config.to_dict(), str(path), chunk, threads)["steps"]
+            _add_timings(totals, compute_chunk(config.to_dict(), str(path), chunk, threads))
             bar.update(1)
-    return steps
+    return totals
 
 
 def _run_distributed(
     config: Config, path: Path, chunks: list[int], execution: Execution
-) -> int:
+) -> dict[str, float]:
     from distributed import Client, LocalCluster, as_completed
 
     if execution.scheduler is not None:
@@ -220,7 +241,7 @@ def _run_distributed(
 
     config_data = config.to_dict()
     failures = []
-    steps = 0
+    totals: dict[str, float] = {}
     try:
         # Each chunk gets its own key, so no two tasks are ever merged.
         token = f"{path.resolve()}-{time.time_ns()}"
@@ -243,7 +264,7 @@ def _run_distributed(
                     failures.append((future, future.exception()))
                     logger.error("task %s failed: %s", future.key, future.exception())
                 else:
-                    steps += future.result()["steps"]
+                    _add_timings(totals, future.result())
                 bar.update(1)
     finally:
         client.close()
@@ -256,7 +277,7 @@ def _run_distributed(
             f"and 'basins resume {path}' retries the failed ones. First error: "
             f"{first_error!r}"
         ) from first_error
-    return steps
+    return totals
 
 
 def _compute(
@@ -271,14 +292,17 @@ def _compute(
         path,
     )
     if not chunks:
-        steps = 0
+        totals = {}
     elif execution.scheduler is None and execution.cluster == "synchronous":
-        steps = _run_synchronous(config, path, chunks, execution)
+        totals = _run_synchronous(config, path, chunks, execution)
     else:
-        steps = _run_distributed(config, path, chunks, execution)
+        totals = _run_distributed(config, path, chunks, execution)
+    finalize_started = time.perf_counter()
     atlas.finalize(path)
-    seconds = time.perf_counter() - started
+    finished = time.perf_counter()
+    seconds = finished - started
     pending = len(atlas.pending_chunks(path))
+    steps = int(totals.pop("steps", 0))
     logger.info(
         "computed %d chunks in %.1f s (%.3g RK4 steps); %d chunks pending",
         len(chunks),
@@ -286,7 +310,15 @@ def _compute(
         steps,
         pending,
     )
-    return RunSummary(path, len(chunks), pending, steps, seconds)
+    logger.info(
+        "time in tasks, all workers together: integrate %.1f s, classify %.1f s, "
+        "write %.1f s; catalog merge %.1f s",
+        *(totals.get(key, 0.0) for key in TASK_TIMINGS),
+        finished - finalize_started,
+    )
+    return RunSummary(
+        path, len(chunks), pending, steps, seconds, totals, finished - finalize_started
+    )
 
 
 def _select(chunks: Iterable[int], max_chunks: int | None) -> list[int]:

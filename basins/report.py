@@ -67,9 +67,20 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
     up to one.
     """
     group = atlas.open_store(path)
-    status = group["status"][:]
-    steps = group["steps"][:]
-    total = len(status)
+    config = atlas.read_config(path)
+    codes = (STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_PENDING)
+    counts = dict.fromkeys(codes, 0)
+    step_sums = dict.fromkeys(codes, 0)
+    # One chunk at a time, so that memory does not grow with the atlas.
+    for chunk in range(config.sampling.n_chunks):
+        start, stop = atlas.chunk_bounds(config, chunk)
+        status = group["status"][start:stop]
+        steps = group["steps"][start:stop]
+        for code in codes:
+            selected = status == code
+            counts[code] += int(np.count_nonzero(selected))
+            step_sums[code] += int(steps[selected].sum(dtype=np.int64))
+    total = config.sampling.n_initial
     rows = []
     for entry in atlas.read_catalog(path):
         low, high = wilson_interval(entry.count, total)
@@ -90,12 +101,11 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
         ("nonfinite", STATUS_NONFINITE),
         ("pending", STATUS_PENDING),
     ):
-        selected = status == code
-        count = int(selected.sum())
+        count = counts[code]
         if name == "pending" and count == 0:
             continue
         low, high = wilson_interval(count, total)
-        mean_steps = float(steps[selected].mean()) if count and name != "pending" else math.nan
+        mean_steps = step_sums[code] / count if count and name != "pending" else math.nan
         rows.append(FractionRow(None, name, "", count, count / total, low, high, mean_steps))
     return rows
 
