@@ -95,18 +95,75 @@ def _multiply_transposed(X, MT, out):
 
 
 @njit(fastmath=FLAGS, error_model="numpy", cache=True)
-def field_rows(X, AbT, VT, weighting, shift, diagonal, AX, VX, logits, out):
+def _logits(X, AX, i, first, E):
+    """Write ``s_ij = x_i . (beta A x_j)`` into ``E[i, j]`` for ``j >= first``.
+
+    Four columns at a time, so that each load of ``x_i`` serves four of them.
+    """
+    n, d = X.shape
+    j = first
+    while j + 4 <= n:
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for a in range(d):
+            component = X[i, a]
+            s0 += component * AX[j, a]
+            s1 += component * AX[j + 1, a]
+            s2 += component * AX[j + 2, a]
+            s3 += component * AX[j + 3, a]
+        E[i, j] = s0
+        E[i, j + 1] = s1
+        E[i, j + 2] = s2
+        E[i, j + 3] = s3
+        j += 4
+    for k in range(j, n):
+        s0 = 0.0
+        for a in range(d):
+            s0 += X[i, a] * AX[k, a]
+        E[i, k] = s0
+
+
+@njit(fastmath=FLAGS, error_model="numpy", cache=True)
+def _weights(X, AX, shift, symmetric, E):
+    """Write the unnormalised weights ``exp(s_ij)`` (or ``exp(s_ij - m_i)``) into E.
+
+    With a symmetric ``beta A`` and no shift, ``s_ij = s_ji``: only ``j >= i`` is
+    computed, exponentiated, and mirrored.
+    """
+    n = X.shape[0]
+    for i in range(n):
+        first = i if symmetric else 0
+        _logits(X, AX, i, first, E)
+        if shift:
+            row_max = E[i, 0]
+            for j in range(1, n):
+                if E[i, j] > row_max:
+                    row_max = E[i, j]
+            for j in range(n):
+                E[i, j] -= row_max
+        # The exponentials of a row together, in one vectorised loop.
+        for j in range(first, n):
+            E[i, j] = exp(E[i, j])
+    if symmetric:
+        for i in range(n):
+            for j in range(i + 1, n):
+                E[j, i] = E[i, j]
+
+
+@njit(fastmath=FLAGS, error_model="numpy", cache=True)
+def field_rows(
+    X, AbT, VT, weighting, shift, diagonal, symmetric, AX, VX, E, mean, out
+):
     """Write the vector field at ``X`` (n, d) into ``out`` and return the speed.
 
-    ``AbT`` is ``(beta A)^T`` and ``VT`` is ``V^T``; ``diagonal`` says whether
-    ``beta A`` is diagonal. ``AX``, ``VX`` (n, d) and ``logits`` (at least n and d
-    entries) are scratch space. Returns ``max_i ||dx_i/dt||``, NaN if any component
-    is NaN. Sums over a reduction index take four terms at a time, so that each load
-    and store of an accumulated row serves four fused multiply-adds.
+    ``AbT`` is ``(beta A)^T`` and ``VT`` is ``V^T``; ``diagonal`` and ``symmetric``
+    describe ``beta A``. ``AX``, ``VX`` (n, d), ``E`` (n, n) and ``mean`` (d,) are
+    scratch space. Returns ``max_i ||dx_i/dt||``, NaN if any component is NaN.
     """
     prefer_wide_vectors()
     n, d = X.shape
-    tail = d - d % 4
 
     # Row j of X (beta A)^T is beta A x_j, row j of X V^T is V x_j.
     if weighting != WEIGHTING_OJA:
@@ -116,71 +173,39 @@ def field_rows(X, AbT, VT, weighting, shift, diagonal, AX, VX, logits, out):
                     AX[j, a] = AbT[a, a] * X[j, a]
         else:
             _multiply_transposed(X, AbT, AX)
+        _weights(X, AX, shift, symmetric, E)
     _multiply_transposed(X, VT, VX)
 
-    # Constant weights 1/n: every token sees the mean of V x_j, kept in logits.
+    # Constant weights 1/n: every token sees the mean of V x_j.
     inverse_n = 1.0 / n
     if weighting == WEIGHTING_OJA:
         for a in range(d):
-            logits[a] = 0.0
+            mean[a] = 0.0
         for j in range(n):
             for a in range(d):
-                logits[a] += VX[j, a]
-        for a in range(d):
-            logits[a] *= inverse_n
+                mean[a] += VX[j, a]
 
     speed_squared = 0.0
     token_tail = n - n % 4
     for i in range(n):
+        # y_i = sum_j w_ij V x_j, four rows of V X at a time.
         if weighting == WEIGHTING_OJA:
             for a in range(d):
-                out[i, a] = logits[a]
+                out[i, a] = inverse_n * mean[a]
         else:
-            for a in range(d):
-                out[i, a] = 0.0
-            # Logits of row i, s_ij = x_i . (beta A x_j), four columns at a time.
-            for j in range(0, token_tail, 4):
-                s0 = 0.0
-                s1 = 0.0
-                s2 = 0.0
-                s3 = 0.0
-                for a in range(d):
-                    component = X[i, a]
-                    s0 += component * AX[j, a]
-                    s1 += component * AX[j + 1, a]
-                    s2 += component * AX[j + 2, a]
-                    s3 += component * AX[j + 3, a]
-                logits[j] = s0
-                logits[j + 1] = s1
-                logits[j + 2] = s2
-                logits[j + 3] = s3
-            for j in range(token_tail, n):
-                s0 = 0.0
-                for a in range(d):
-                    s0 += X[i, a] * AX[j, a]
-                logits[j] = s0
-            if shift:
-                row_max = logits[0]
-                for j in range(1, n):
-                    if logits[j] > row_max:
-                        row_max = logits[j]
-                for j in range(n):
-                    logits[j] -= row_max
-
-            # Their exponentials together, then y_i = sum_j w_ij V x_j.
             total = 0.0
             for j in range(n):
-                weight = exp(logits[j])
-                logits[j] = weight
-                total += weight
+                total += E[i, j]
             scale = 1.0 / total if weighting == WEIGHTING_SOFTMAX else inverse_n
+            for a in range(d):
+                out[i, a] = 0.0
             for j in range(0, token_tail, 4):
-                w0, w1, w2, w3 = logits[j], logits[j + 1], logits[j + 2], logits[j + 3]
+                w0, w1, w2, w3 = E[i, j], E[i, j + 1], E[i, j + 2], E[i, j + 3]
                 for a in range(d):
                     out[i, a] += (w0 * VX[j, a] + w1 * VX[j + 1, a] + w2 * VX[j + 2, a]
                                   + w3 * VX[j + 3, a])
             for j in range(token_tail, n):
-                w0 = logits[j]
+                w0 = E[i, j]
                 for a in range(d):
                     out[i, a] += w0 * VX[j, a]
             for a in range(d):
@@ -210,7 +235,7 @@ def _stage(X, h, k, out):
 
 @njit(fastmath=FLAGS, error_model="numpy", cache=True)
 def integrate_one_rows(
-    X, AbT, VT, weighting, shift, diagonal, dt, max_steps, tol, checks, work
+    X, AbT, VT, weighting, shift, diagonal, symmetric, dt, max_steps, tol, checks, work
 ):
     """Integrate one trajectory in place until it stops; return (status, steps).
 
@@ -218,13 +243,14 @@ def integrate_one_rows(
     `_work_arrays`).
     """
     n, d = X.shape
-    k1, k2, k3, k4, stage, AX, VX, logits = work
+    k1, k2, k3, k4, stage, AX, VX, E, mean = work
+    flags = (weighting, shift, diagonal, symmetric)
     half = 0.5 * dt
     sixth = dt / 6.0
     below = 0
     steps = 0
     while True:
-        speed = field_rows(X, AbT, VT, weighting, shift, diagonal, AX, VX, logits, k1)
+        speed = field_rows(X, AbT, VT, *flags, AX, VX, E, mean, k1)
         if not speed <= FLOAT64_MAX:
             return STATUS_NONFINITE, steps
         if speed < tol:
@@ -237,11 +263,11 @@ def integrate_one_rows(
             return STATUS_MAX_STEPS, steps
 
         _stage(X, half, k1, stage)
-        field_rows(stage, AbT, VT, weighting, shift, diagonal, AX, VX, logits, k2)
+        field_rows(stage, AbT, VT, *flags, AX, VX, E, mean, k2)
         _stage(X, half, k2, stage)
-        field_rows(stage, AbT, VT, weighting, shift, diagonal, AX, VX, logits, k3)
+        field_rows(stage, AbT, VT, *flags, AX, VX, E, mean, k3)
         _stage(X, dt, k3, stage)
-        field_rows(stage, AbT, VT, weighting, shift, diagonal, AX, VX, logits, k4)
+        field_rows(stage, AbT, VT, *flags, AX, VX, E, mean, k4)
         for i in range(n):
             norm_squared = 0.0
             for a in range(d):
@@ -258,24 +284,27 @@ def integrate_one_rows(
 
 @njit(cache=True)
 def _work_arrays(n, d):
-    """Return k1 .. k4, the stage state, A X, V X (n, d) and a row of logits.
+    """Return k1 .. k4, the stage state, A X, V X (n, d), the weights (n, n) and a
+    row of d means.
 
     They are slices of one buffer, staggered by `STAGGER` entries: arrays whose
     starts differ by a multiple of 4 KiB make loads wait on unrelated stores
     (4K aliasing), which slowed the products by about a third.
     """
     size = n * d + STAGGER
-    buffer = np.empty(7 * size + max(n, d))
+    buffer = np.empty(7 * size + n * n + STAGGER + d)
     arrays = [buffer[k * size : k * size + n * d].reshape(n, d) for k in range(7)]
-    logits = buffer[7 * size :]
+    weights = buffer[7 * size : 7 * size + n * n].reshape(n, n)
+    mean = buffer[7 * size + n * n + STAGGER :]
     return (
         arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6],
-        logits,
+        weights, mean,
     )
 
 
 def _integrate_rows(
-    X, AbT, VT, weighting, shift, diagonal, dt, max_steps, tol, checks, status, steps
+    X, AbT, VT, weighting, shift, diagonal, symmetric, dt, max_steps, tol, checks,
+    status, steps,
 ):
     """Integrate every initial condition of ``X`` (m, n, d) in place.
 
@@ -290,8 +319,8 @@ def _integrate_rows(
         stop = min(start + BLOCK_SIZE, m)
         for ic in range(start, stop):
             code, count = integrate_one_rows(
-                X[ic], AbT, VT, weighting, shift, diagonal, dt, max_steps, tol, checks,
-                work,
+                X[ic], AbT, VT, weighting, shift, diagonal, symmetric, dt, max_steps,
+                tol, checks, work,
             )
             status[ic] = code
             steps[ic] = count
@@ -317,6 +346,7 @@ def integrate_rows_batch(
     shift = system.weighting == "softmax" and (
         system.beta * float(np.linalg.norm(system.A, 2)) > SHIFT_FREE_LIMIT
     )
+    symmetric = not shift and bool(np.array_equal(logit_matrix, logit_matrix.T))
     kernel = integrate_rows if parallel else integrate_rows_serial
     kernel(
         state,
@@ -325,6 +355,7 @@ def integrate_rows_batch(
         WEIGHTINGS.index(system.weighting),
         shift,
         diagonal,
+        symmetric,
         float(integration.dt),
         int(integration.max_steps),
         float(integration.tol),
