@@ -14,7 +14,9 @@ on one core and on the same initial conditions (a prefix of one list):
   and precision it offers for the workload;
 - the straightforward Numba kernel and the NumPy RK4 of `baseline`;
 - SciPy ``solve_ivp`` (RK45, ``rtol = 1e-10``, ``atol = 1e-12``), through
-  `engine_vs_scipy.solve_one_scipy`, in ``--processes`` worker processes.
+  `engine_vs_scipy.solve_one_scipy`, in ``--processes`` worker processes, and again
+  with ``rtol = 1e-8``, ``atol = 1e-10``: its step count shows what an adaptive
+  embedded pair would save over fixed-step RK4.
 
 Every contender but SciPy runs ``--repeats`` times, interleaved with the others, and
 its best run counts. Rates are per second of CPU time of the processes that did the
@@ -87,6 +89,12 @@ BOUNDARY_RADIUS = 1e-4
 # Float32 needs a larger tol (basins.config.FLOAT32_MIN_TOL); this is the one used.
 FLOAT32_TOL = 1e-5
 
+# SciPy's (rtol, atol) for the measurement of adaptive steps at an accuracy close
+# to the engine's. solve_one_scipy never renormalises the tokens, so the drift of
+# their norms (about rtol) must stay below tol = 1e-7 for the stopping test to
+# fire: with rtol = 1e-6, 9 of 10 W8 trajectories ran to the time cap.
+ADAPTIVE_TOLERANCES = (1e-8, 1e-10)
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -154,12 +162,15 @@ def model_flops(n: int, d: int) -> int:
 
 @dataclass(frozen=True)
 class Contender:
-    """One way to integrate a workload; ``sample`` is "fast", "slow" or "scipy"."""
+    """One way to integrate a workload; ``sample`` is "fast", "slow" or "scipy".
+
+    ``tolerances`` are SciPy's ``(rtol, atol)``, for the SciPy contenders only.
+    """
 
     name: str
     sample: str
     run: Callable[[basins.System, basins.Integration, np.ndarray], Trajectories]
-    tol: float | None = None
+    tolerances: tuple[float, float] | None = None
 
 
 @dataclass
@@ -171,6 +182,7 @@ class Measurement:
     cpu_s: float = math.inf
     wall_s: float = math.inf
     steps: int = 0
+    evaluations: int = 0
     result: Trajectories | None = None
     agree: float = math.nan
     largest_difference: float = math.nan
@@ -223,48 +235,71 @@ def engine_contenders(workload: Workload) -> list[Contender]:
                 f"engine, float32 (tol={FLOAT32_TOL:g})",
                 "fast",
                 with_settings(precision="float32", tol=FLOAT32_TOL),
-                tol=FLOAT32_TOL,
             )
         )
     return contenders
 
 
 def all_contenders(workload: Workload) -> list[Contender]:
-    return engine_contenders(workload) + [
+    contenders = engine_contenders(workload) + [
         Contender("straightforward Numba", "slow", baseline.integrate_straightforward),
         Contender("NumPy RK4 over ICs", "slow", baseline.integrate_numpy),
-        Contender(
-            f"SciPy {engine_vs_scipy.SCIPY_METHOD} rtol={engine_vs_scipy.SCIPY_RTOL:g}",
-            "scipy",
-            _integrate_scipy_serial,
-        ),
     ]
+    # The tolerances of engine_vs_scipy, and looser ones whose error is still far
+    # below the distances that tell attractors apart: the step-count saving an
+    # adaptive embedded pair would bring to the engine.
+    for rtol, atol in (
+        (engine_vs_scipy.SCIPY_RTOL, engine_vs_scipy.SCIPY_ATOL),
+        ADAPTIVE_TOLERANCES,
+    ):
+        contenders.append(
+            Contender(
+                f"SciPy {engine_vs_scipy.SCIPY_METHOD} rtol={rtol:g}",
+                "scipy",
+                _integrate_scipy_serial,
+                (rtol, atol),
+            )
+        )
+    return contenders
 
 
 def _integrate_scipy_serial(
-    system: basins.System, integration: basins.Integration, initial: np.ndarray
-) -> tuple[Trajectories, float]:
-    """Integrate ``initial`` with solve_ivp in this process; return CPU seconds too."""
+    system: basins.System,
+    integration: basins.Integration,
+    initial: np.ndarray,
+    tolerances: tuple[float, float],
+) -> tuple[Trajectories, float, int]:
+    """Integrate ``initial`` with solve_ivp in this process.
+
+    Returns the trajectories, the CPU seconds and the field evaluations.
+    """
+    # solve_one_scipy reads its tolerances from these module constants; this runs in
+    # a worker process of its own.
+    engine_vs_scipy.SCIPY_RTOL, engine_vs_scipy.SCIPY_ATOL = tolerances
     field_function = engine_vs_scipy.numpy_field(system)
     time_cap = integration.max_steps * integration.dt
     final = np.empty_like(initial)
     status = np.empty(len(initial), dtype=np.int8)
     steps = np.empty(len(initial), dtype=np.int32)
+    evaluations = 0
     started = time.process_time()
     for ic, state in enumerate(initial):
-        final[ic], code, steps[ic], _, _ = engine_vs_scipy.solve_one_scipy(
+        final[ic], code, steps[ic], count, _ = engine_vs_scipy.solve_one_scipy(
             field_function, state, integration.tol, time_cap
         )
+        evaluations += count
         # solve_ivp status 1: the convergence event fired.
         status[ic] = 0 if code == 1 else 1
-    return Trajectories(final, status, steps), time.process_time() - started
+    return Trajectories(final, status, steps), time.process_time() - started, evaluations
 
 
-def _scipy_task(arguments: tuple) -> tuple[Trajectories, float]:
-    name, scale, start, stop = arguments
+def _scipy_task(arguments: tuple) -> tuple[Trajectories, float, int]:
+    name, scale, start, stop, tolerances = arguments
     workload = build_workloads(scale)[name]
     initial = _initial_conditions(workload, stop)[start:stop]
-    return _integrate_scipy_serial(workload.system, workload.integration, initial)
+    return _integrate_scipy_serial(
+        workload.system, workload.integration, initial, tolerances
+    )
 
 
 def _initial_conditions(workload: Workload, count: int) -> np.ndarray:
@@ -280,7 +315,7 @@ def measure_scipy(
     count = measurement.trajectories
     bounds = np.linspace(0, count, processes + 1).round().astype(int)
     tasks = [
-        (workload.name, scale, int(start), int(stop))
+        (workload.name, scale, int(start), int(stop), measurement.contender.tolerances)
         for start, stop in zip(bounds[:-1], bounds[1:])
         if stop > start
     ]
@@ -289,11 +324,12 @@ def measure_scipy(
     with concurrent.futures.ProcessPoolExecutor(len(tasks), mp_context=context) as pool:
         parts = list(pool.map(_scipy_task, tasks))
     measurement.wall_s = time.perf_counter() - started
-    measurement.cpu_s = sum(cpu for _, cpu in parts)
+    measurement.cpu_s = sum(cpu for _, cpu, _ in parts)
+    measurement.evaluations = sum(count for _, _, count in parts)
     measurement.result = Trajectories(
-        np.concatenate([part.final_state for part, _ in parts]),
-        np.concatenate([part.status for part, _ in parts]),
-        np.concatenate([part.steps for part, _ in parts]),
+        np.concatenate([part.final_state for part, _, _ in parts]),
+        np.concatenate([part.status for part, _, _ in parts]),
+        np.concatenate([part.steps for part, _, _ in parts]),
     )
     measurement.steps = int(measurement.result.steps.sum(dtype=np.int64))
 
@@ -337,6 +373,9 @@ def measure_workload(
                 measurement.wall_s = wall_s
                 measurement.result = result
                 measurement.steps = int(result.steps.sum(dtype=np.int64))
+                # Four evaluations per RK4 step, and the first stage of the step
+                # that stops the trajectory.
+                measurement.evaluations = 4 * measurement.steps + len(sample)
 
     for measurement in measurements:
         if measurement.contender.sample == "scipy":
@@ -485,6 +524,7 @@ def format_workload(workload: Workload, measurements: list[Measurement], peak: f
         "contender",
         "ICs",
         "steps/traj",
+        "evals/traj",
         "steps/s/core",
         "traj/s/core",
         "engine x",
@@ -505,6 +545,7 @@ def format_workload(workload: Workload, measurements: list[Measurement], peak: f
                 measurement.contender.name,
                 str(measurement.trajectories),
                 f"{measurement.steps / measurement.trajectories:.0f}",
+                f"{measurement.evaluations / measurement.trajectories:.0f}",
                 f"{measurement.steps_per_core_s:.3g}",
                 f"{measurement.trajectories_per_core_s:.3g}",
                 "1" if measurement is engine else f"{ratio:.1f}",
@@ -600,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
                 "contender": m.contender.name,
                 "trajectories": m.trajectories,
                 "steps": m.steps,
+                "evaluations": m.evaluations,
                 "cpu_s": m.cpu_s,
                 "wall_s": m.wall_s,
                 "agree": m.agree,
@@ -615,7 +657,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - started:.0f} s wall for the suite"
     )
     print(
-        "# rates per second of CPU time, one thread per contender; engine x: the "
+        "# rates per second of CPU time, one thread per contender; steps: RK4 steps, "
+        "accepted RK45 steps for SciPy; evals: field evaluations (SciPy's include its "
+        "stopping event); engine x: the "
         "engine default's traj/s/core divided by the row's; agree: share of the row's "
         "final states on the engine default's attractor; max |dx|: largest difference "
         "of final states where both converged; GFLOP/s: steps/s/core x model flops "
