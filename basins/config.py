@@ -342,12 +342,12 @@ class Integration:
     checks : int
         Number of consecutive steps below ``tol`` that count as convergence.
     kernel : {'auto', 'lanes', 'rows', 'scalar'}
-        ``lanes`` integrates many trajectories side by side in SIMD lanes with code
-        generated for the system (small systems only); ``rows`` one trajectory at a
-        time, vectorised along tokens and components (for large systems);
-        ``scalar`` one trajectory at a time without vectorisation, the reference;
-        ``auto`` takes ``lanes`` where it applies and ``rows`` elsewhere. The
-        kernels agree to rounding error, not bit for bit.
+        ``lanes`` integrates many trajectories side by side in SIMD lanes, with code
+        generated for the system (small systems only). ``rows`` integrates one
+        trajectory at a time, vectorised along tokens and components (for large
+        systems). ``scalar``, the reference, integrates one trajectory at a time
+        without vectorisation. ``auto`` takes ``lanes`` where it applies and
+        ``rows`` elsewhere. The kernels agree to rounding error, not bit for bit.
     precision : {'float64', 'float32'}
         Floating-point type of the integration; ``float32`` needs the ``lanes``
         kernel and ``tol = 0`` or ``tol >= 1e-6``. Final states are stored as

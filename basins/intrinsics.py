@@ -16,7 +16,7 @@ from numba.extending import intrinsic
 def prefer_wide_vectors(typingctx):
     """Let LLVM use 512-bit vectors in the calling function, and keep it out of line.
 
-    LLVM prefers 256-bit vectors on Intel processors with AVX-512; the function
+    LLVM prefers 256-bit vectors on Intel processors with AVX-512. The function
     attribute ``prefer-vector-width`` overrides that for one function, and
     ``min-legal-vector-width`` keeps the backend from splitting the vectors again.
     The function is never inlined, because a caller without the attributes would
@@ -56,11 +56,11 @@ def add_to_exponent(typingctx, value, shifted):
     """Return ``value * 2^k`` for ``shifted = k + 1.5 * 2^52`` (float64) or
     ``k + 1.5 * 2^23`` (float32), for results that stay normal.
 
-    Adding the shifter leaves ``k`` in the low bits of the significand (modulo the
-    size of the exponent field); shifting them into the exponent field and adding
-    that to the bits of ``value`` multiplies it by ``2^k``, one integer addition in
-    place of building ``2^k`` and multiplying. A result outside the normal range
-    comes out as garbage, infinity or NaN, so the caller bounds ``k``.
+    Adding the shifter leaves ``k`` in the low bits of the significand, modulo the
+    size of the exponent field. Shifted into the exponent field and added to the
+    bits of ``value``, they multiply it by ``2^k``: one integer addition in place of
+    building ``2^k`` and multiplying. A result outside the normal range comes out as
+    garbage, infinity or NaN, so the caller bounds ``k``.
     """
     if value != shifted or value not in (types.float64, types.float32):
         return None

@@ -10,8 +10,8 @@ token 3). The module holds, in this order:
   and the nonzero entries of ``beta A`` and ``V`` as flat tuples;
 - ``stage`` and ``combine``: the RK4 stage states and the final combination with
   the projection back onto the sphere;
-- ``step(W, P)``: the loop over the `LANES` lanes of a workspace, one RK4 step and
-  the convergence test per lane; this loop is what LLVM vectorises;
+- ``step(W, P)``: the loop over the `LANES` lanes of a workspace, with one RK4 step
+  and the convergence test per lane. LLVM vectorises this loop;
 - the driver: ``run_block`` refills lanes as trajectories stop, and ``integrate``
   runs blocks of initial conditions in parallel.
 
@@ -104,10 +104,10 @@ EXP_CONSTANTS = {
     ),
 }
 
-# Decorator of every arithmetic function: fused multiply-adds allowed, but no
+# Decorator of every arithmetic function. It allows fused multiply-adds but no
 # fast-math assumption that values are finite, so NaN and infinity reach the status
-# test; the NumPy error model turns 1/0 into infinity instead of an exception, whose
-# branch would stop the vectorisation.
+# test. The NumPy error model turns 1/0 into infinity instead of an exception,
+# because the branch to the exception would stop the vectorisation.
 JIT = '@njit(fastmath=FLAGS, error_model="numpy", cache=True)'
 
 
@@ -246,16 +246,10 @@ def _emit_field(src: _Source, plan: LanePlan) -> None:
     src.line(f"{_tuple(_entries(plan.value_pattern, 'V'))} = V")
 
     src.line("# V x_j for every token, shared by every row i.")
-    value = [[f"v{j}_{a}" for a in range(d)] for j in range(n)]
-    for j in range(n):
-        for a in range(d):
-            terms = [
-                f"V{a}_{b} * {state[j][b]}" for b in range(d) if plan.value_pattern[a][b]
-            ]
-            src.line(f"{value[j][a]} = {_sum(terms)}")
+    value = _emit_products(src, "v", "V", plan.value_pattern, state)
 
     if plan.weighting == "oja":
-        src.line("# Constant weights 1/n: every token sees the same mean of V x_j.")
+        src.line("# Constant weights 1/n: y_i is the mean of V x_j for every token.")
         for a in range(d):
             src.line(f"y_{a} = INVERSE_N * ({_sum([value[j][a] for j in range(n)])})")
         drift = [[f"y_{a}" for a in range(d)] for _ in range(n)]
@@ -280,19 +274,37 @@ def _emit_field(src: _Source, plan: LanePlan) -> None:
     src.line()
 
 
+def _emit_products(
+    src: _Source,
+    prefix: str,
+    matrix: str,
+    pattern: tuple[tuple[bool, ...], ...],
+    state: list[list[str]],
+) -> list[list[str]]:
+    """Emit ``M x_j`` for every token, leaving out the zero entries of ``M``.
+
+    Returns the names ``{prefix}{j}_{a}`` of the products; the entries of ``M`` are
+    named ``{matrix}{a}_{b}``.
+    """
+    d = len(pattern)
+    products = []
+    for j, token in enumerate(state):
+        row = []
+        for a in range(d):
+            terms = [f"{matrix}{a}_{b} * {token[b]}" for b in range(d) if pattern[a][b]]
+            row.append(f"{prefix}{j}_{a}")
+            src.line(f"{row[-1]} = {_sum(terms)}")
+        products.append(row)
+    return products
+
+
 def _emit_weighted_values(
     src: _Source, plan: LanePlan, state: list[list[str]], value: list[list[str]]
 ) -> list[list[str]]:
     """Emit ``y_i = sum_j w_ij V x_j`` for softmax or unnormalized weights."""
     n, d = plan.n_tokens, plan.dim
     src.line("# beta A x_j for every token.")
-    logit_form = [[f"a{j}_{a}" for a in range(d)] for j in range(n)]
-    for j in range(n):
-        for a in range(d):
-            terms = [
-                f"A{a}_{b} * {state[j][b]}" for b in range(d) if plan.logit_pattern[a][b]
-            ]
-            src.line(f"{logit_form[j][a]} = {_sum(terms)}")
+    logit_form = _emit_products(src, "a", "A", plan.logit_pattern, state)
 
     def logit(i: int, j: int) -> str:
         return _sum([f"{state[i][a]} * {logit_form[j][a]}" for a in range(d)])
@@ -343,12 +355,14 @@ def _emit_stages(src: _Source, plan: LanePlan) -> None:
     src.line(f"    return {_tuple([f'x[{c}] + h * k[{c}]' for c in range(size)])}")
     src.line()
     src.line()
+
     src.line(JIT)
     src.line("def combine(x, sixth, k1, k2, k3, k4):")
     src.indent += 1
     src.line('"""Return x + dt/6 (k1 + 2 k2 + 2 k3 + k4), every token renormalised."""')
     src.line("inline_always()")
     names = []
+
     for i in range(plan.n_tokens):
         row = [f"z{i * plan.dim + a}" for a in range(plan.dim)]
         for a, z in enumerate(row):
@@ -378,10 +392,10 @@ def _emit_step(src: _Source, plan: LanePlan) -> None:
         '''
         """Advance every running lane of the workspace ``W`` by one RK4 step.
 
-        The field at the current state is the first stage and the convergence test;
-        a lane that stops keeps its state and gets its status code. ``W`` holds row
-        ``r`` of lane ``l`` at ``r * LANES + l``: with constant offsets, LLVM can
-        tell that the rows never overlap and vectorise without run-time checks.
+        The field at the current state is both the first stage and the convergence
+        test. A lane that stops keeps its state and gets its status code. Row ``r``
+        of lane ``l`` is ``W[r * LANES + l]``: with constant offsets, LLVM can tell
+        that rows never overlap, so it vectorises without run-time checks.
         """
         prefer_wide_vectors()
         '''
@@ -468,7 +482,8 @@ def run_block(initial, start, stop, P, max_steps, final, status, steps, W, owner
     """Integrate initial conditions ``start .. stop - 1`` through the lanes of ``W``.
 
     A lane whose trajectory stops is stored and refilled with the next initial
-    condition; once none is left it idles until the block's last trajectory stops.
+    condition. Once none is left, the lane idles until the block's last trajectory
+    stops.
     """
     following = start
     active = 0

@@ -178,8 +178,8 @@ TASK_TIMINGS = ("integrate_seconds", "classify_seconds", "write_seconds")
 class RunSummary:
     """What a call to `run` or `resume` did.
 
-    ``task_seconds`` sums `TASK_TIMINGS` over the computed chunks (wall time inside
-    the tasks, all workers together); ``finalize_seconds`` is the time of the
+    ``task_seconds`` sums `TASK_TIMINGS` over the computed chunks: wall time inside
+    the tasks, all workers together. ``finalize_seconds`` is the time of the
     catalog merge at the end.
     """
 

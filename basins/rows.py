@@ -40,8 +40,8 @@ from basins.kernels import (
 from basins.lanes import SHIFT_FREE_LIMIT
 from basins.lanesource import EXP_CONSTANTS
 
-# Fused multiply-adds and reassociated sums, so that reductions vectorise, but no
-# assumption that values are finite: NaN and infinity still reach the status test.
+# Fused multiply-adds and reassociated sums, so that reductions vectorise. No flag
+# assumes that values are finite, so NaN and infinity still reach the status test.
 FLAGS = {"contract", "reassoc", "nsz", "arcp"}
 
 # Initial conditions per iteration of the parallel loop; each iteration allocates
@@ -77,7 +77,7 @@ def exp(x):
 
 @njit(fastmath=FLAGS, error_model="numpy", cache=True)
 def _multiply_transposed(X, MT, out):
-    """Write ``X M^T`` into ``out`` (n, d): row j is ``M x_j``; ``MT`` is ``M^T``."""
+    """Write ``X M^T`` into ``out`` (n, d), so row j is ``M x_j``, from ``MT = M^T``."""
     n, d = X.shape
     tail = d - d % 4
     for j in range(n):
@@ -176,7 +176,7 @@ def field_rows(
         _weights(X, AX, shift, symmetric, E)
     _multiply_transposed(X, VT, VX)
 
-    # Constant weights 1/n: every token sees the mean of V x_j.
+    # Constant weights 1/n: y_i is the mean of V x_j for every token.
     inverse_n = 1.0 / n
     if weighting == WEIGHTING_OJA:
         for a in range(d):
@@ -239,8 +239,8 @@ def integrate_one_rows(
 ):
     """Integrate one trajectory in place until it stops; return (status, steps).
 
-    ``work`` holds the stages, the stage state and the field's scratch space (see
-    `_work_arrays`).
+    ``work`` contains the stages, the stage state and the field's scratch space
+    (see `_work_arrays`).
     """
     n, d = X.shape
     k1, k2, k3, k4, stage, AX, VX, E, mean = work
@@ -287,9 +287,10 @@ def _work_arrays(n, d):
     """Return k1 .. k4, the stage state, A X, V X (n, d), the weights (n, n) and a
     row of d means.
 
-    They are slices of one buffer, staggered by `STAGGER` entries: arrays whose
-    starts differ by a multiple of 4 KiB make loads wait on unrelated stores
-    (4K aliasing), which slowed the products by about a third.
+    They are slices of one buffer, staggered by `STAGGER` entries. Without the
+    stagger, every slice would start at the same offset modulo 4 KiB whenever
+    ``n * d`` is a multiple of 512, and on Intel cores a load whose address matches
+    an earlier store's modulo 4 KiB waits for it (4K aliasing).
     """
     size = n * d + STAGGER
     buffer = np.empty(7 * size + n * n + STAGGER + d)

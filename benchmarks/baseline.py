@@ -86,6 +86,7 @@ def _trajectory(X, A, V, beta, dt, max_steps, tol, checks):
     AX = np.empty((n, d))
     VX = np.empty((n, d))
     weights = np.empty(n)
+
     below = 0
     for step in range(max_steps + 1):
         speed = _field(X, A, V, beta, AX, VX, weights, k1)
@@ -96,16 +97,19 @@ def _trajectory(X, A, V, beta, dt, max_steps, tol, checks):
             return STATUS_CONVERGED, step
         if step == max_steps:
             break
+
         _stage(X, 0.5 * dt, k1, stage)
         _field(stage, A, V, beta, AX, VX, weights, k2)
         _stage(X, 0.5 * dt, k2, stage)
         _field(stage, A, V, beta, AX, VX, weights, k3)
         _stage(X, dt, k3, stage)
         _field(stage, A, V, beta, AX, VX, weights, k4)
+
         for i in range(n):
             norm = 0.0
             for a in range(d):
-                X[i, a] += dt / 6.0 * (k1[i, a] + 2.0 * k2[i, a] + 2.0 * k3[i, a] + k4[i, a])
+                increment = k1[i, a] + 2.0 * k2[i, a] + 2.0 * k3[i, a] + k4[i, a]
+                X[i, a] += dt / 6.0 * increment
                 norm += X[i, a] ** 2
             for a in range(d):
                 X[i, a] /= math.sqrt(norm)
@@ -167,6 +171,8 @@ def integrate_numpy(
     m = len(final)
     status = np.full(m, STATUS_MAX_STEPS, dtype=np.int8)
     steps = np.full(m, integration.max_steps, dtype=np.int32)
+
+    # Rows of X, k1 and below belong to the trajectories in `running`.
     running = np.arange(m)
     X = final.copy()
     below = np.zeros(m, dtype=np.int64)
@@ -175,22 +181,22 @@ def integrate_numpy(
         speed = np.sqrt((k1**2).sum(axis=2)).max(axis=1)
         finite = np.isfinite(speed)
         below = np.where(speed < integration.tol, below + 1, 0)
-        stopped = ~finite | (below >= integration.checks)
+        converged = below >= integration.checks
+        stopped = ~finite | converged
         if step == integration.max_steps:
             stopped[:] = True
+
         if stopped.any():
             done = running[stopped]
             final[done] = X[stopped]
             steps[done] = step
-            status[done] = np.where(
-                ~finite[stopped],
-                STATUS_NONFINITE,
-                np.where(below[stopped] >= integration.checks, STATUS_CONVERGED, STATUS_MAX_STEPS),
-            )
+            codes = np.where(converged, STATUS_CONVERGED, STATUS_MAX_STEPS)
+            status[done] = np.where(finite, codes, STATUS_NONFINITE)[stopped]
             keep = ~stopped
             running, X, k1, below = running[keep], X[keep], k1[keep], below[keep]
         if len(running) == 0:
             break
+
         k2 = numpy_field(X + 0.5 * dt * k1, A, V, beta)
         k3 = numpy_field(X + 0.5 * dt * k2, A, V, beta)
         k4 = numpy_field(X + dt * k3, A, V, beta)

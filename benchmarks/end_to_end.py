@@ -1,13 +1,13 @@
 """Time a real ``basins run`` and sample the memory of all of its processes.
 
 Runs ``python -m basins.cli run CONFIG`` (by default W8 from ``w8.toml``) on a local
-Dask cluster, samples the resident memory of the command's whole process tree
-(driver with the scheduler, nannies and workers) every ``--interval`` seconds, and
-splits the wall time with the totals that the run logs: time inside the tasks
-spent integrating (the kernel, with the generation of initial conditions),
-classifying and writing to Zarr, and the catalog merge at the end. Whatever
-remains of ``workers x wall time`` is Dask (cluster start, scheduling,
-communication) and idle workers.
+Dask cluster. Every ``--interval`` seconds it samples the resident memory of the
+command's whole process tree: the driver with the scheduler, the nannies and the
+workers. The wall time is split with the totals that the run logs: time inside the
+tasks spent integrating (the kernel, with the generation of initial conditions),
+classifying and writing to Zarr, and the catalog merge at the end. Whatever remains
+of ``workers x wall time`` is Dask (cluster start, scheduling, communication) and
+idle workers.
 
 Examples
 --------

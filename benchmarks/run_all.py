@@ -21,7 +21,7 @@ on one core and on the same initial conditions (a prefix of one list):
 Every contender but SciPy runs ``--repeats`` times, interleaved with the others, and
 its best run counts. Rates are per second of CPU time of the processes that did the
 work, so that other programs on a shared machine slow the wall clock but not the
-rates; the ratios are what the suite claims. "agree" is the share of a contender's
+rates. The ratios are what the suite claims. "agree" is the share of a contender's
 final states on the same attractor as the engine's default (`Matcher`, the rule of
 `engine_vs_scipy.compare_attractors`); every disagreement is listed with the outcome
 of a perturbation test that tells whether the initial condition lies near a basin
@@ -98,9 +98,11 @@ ADAPTIVE_TOLERANCES = (1e-8, 1e-10)
 
 @dataclass(frozen=True)
 class Workload:
-    """A system, its integrator settings and how many initial conditions each kind
-    of contender integrates (fast: the engine's vectorised kernels; slow: the
-    scalar kernels and NumPy; scipy: solve_ivp)."""
+    """A system, its integrator settings and the sample size of each contender kind.
+
+    ``fast`` is for the engine's vectorised kernels, ``slow`` for the scalar
+    kernels and NumPy, ``scipy`` for solve_ivp.
+    """
 
     name: str
     system: basins.System
@@ -149,12 +151,12 @@ def build_workloads(scale: float) -> dict[str, Workload]:
 def model_flops(n: int, d: int) -> int:
     """Return the floating-point operations of one RK4 step of a dense system.
 
-    Per field evaluation: ``A x_j`` and ``V x_j`` (``4 n d^2``), the logits and the
-    weighted sum of values (``2 n^2 d`` each), the softmax (``n^2`` exponentials at
-    `EXP_FLOPS` plus shift, sum and scaling, ``3 n^2``) and the projection with the
-    speed (``7 n d``); four evaluations per step, plus ``12 n d`` for the stage
-    states, the combination and the renormalisation. A fused multiply-add counts
-    two.
+    One field evaluation computes ``A x_j`` and ``V x_j`` (``4 n d^2``), the
+    logits and the weighted sum of values (``2 n^2 d`` each), the softmax (``n^2``
+    exponentials at `EXP_FLOPS`, plus ``3 n^2`` for shift, sum and scaling) and the
+    projection with the speed (``7 n d``). A step takes four evaluations, plus
+    ``12 n d`` for the stage states, the combination and the renormalisation. A
+    fused multiply-add counts two.
     """
     field_evaluation = 4 * n * d * d + 4 * n * n * d + (EXP_FLOPS + 3) * n * n + 7 * n * d
     return 4 * field_evaluation + 12 * n * d
@@ -538,7 +540,7 @@ def format_workload(workload: Workload, measurements: list[Measurement], peak: f
         ratio = engine.trajectories_per_core_s / measurement.trajectories_per_core_s
         gflops = measurement.steps_per_core_s * flops / 1e9
         is_rk4 = measurement.contender.sample != "scipy"
-        # A vector holds twice as many float32 numbers: twice the float64 peak.
+        # A vector contains twice as many float32 numbers: twice the float64 peak.
         precision_peak = 2.0 * peak if "float32" in measurement.contender.name else peak
         rows.append(
             (

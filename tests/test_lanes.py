@@ -133,8 +133,8 @@ def test_every_lane_position_gives_same_bytes():
     target = pool[0]
     expected = integrate(system, integration, target[None])
     for position in range(lanesource.LANES):
-        # Different neighbours for each position, so that the target also sees
-        # other refill patterns and block compositions.
+        # Different neighbours for each position, so that the target also goes
+        # through other refill patterns and block compositions.
         fillers = pool[1 + position : 1 + position + 2 * lanesource.LANES]
         batch = np.concatenate([fillers[:position], target[None], fillers[position:]])
         result = integrate(system, integration, batch)
