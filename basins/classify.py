@@ -41,7 +41,12 @@ EIGENVALUE_RTOL = 1e-9
 SYMMETRY_RTOL = 1e-10
 
 
-@njit(cache=True, parallel=True)
+# Fewer states than this are clustered in the calling thread: starting Numba's
+# thread pool costs more than the work (27 ms for one state, measured while the
+# machine was busy).
+PARALLEL_MIN_STATES = 256
+
+
 def _cluster_tokens(states, selected, cos_tol, centres, multiplicity, n_clusters):
     m, n, d = states.shape
     for ic in prange(m):
@@ -97,6 +102,12 @@ def _cluster_tokens(states, selected, cos_tol, centres, multiplicity, n_clusters
         n_clusters[ic] = count
 
 
+_cluster_tokens_parallel = njit(cache=True, parallel=True)(_cluster_tokens)
+# Numba names a cache entry after the Python function, so a cached serial twin would
+# share the parallel kernel\'s entry and one would silently run as the other.
+_cluster_tokens_serial = njit(cache=False)(_cluster_tokens)
+
+
 @dataclass(frozen=True)
 class Clusters:
     """Clusters of the tokens of many final states.
@@ -135,7 +146,10 @@ def cluster_tokens(
     centres = np.zeros((m, n, d))
     multiplicity = np.zeros((m, n), dtype=np.int32)
     n_clusters = np.zeros(m, dtype=np.int32)
-    _cluster_tokens(
+    kernel = (
+        _cluster_tokens_parallel if m >= PARALLEL_MIN_STATES else _cluster_tokens_serial
+    )
+    kernel(
         states,
         np.ascontiguousarray(selected, dtype=np.bool_),
         math.cos(cluster_tol),
@@ -520,7 +534,9 @@ class Matcher:
         group = np.full(len(candidates), -1, dtype=np.int64)
         representatives: list[int] = []
         _, signature = np.unique(
-            features.sorted_multiplicity(candidates), axis=0, return_inverse=True
+            _multiplicity_keys(features.sorted_multiplicity(candidates)),
+            axis=0,
+            return_inverse=True,
         )
         for value in range(int(signature.max(initial=-1)) + 1):
             members = np.flatnonzero(signature.ravel() == value)
@@ -538,6 +554,23 @@ class Matcher:
         renumber = np.empty(len(order), dtype=np.int64)
         renumber[order] = np.arange(len(order))
         return renumber[group], [representatives[k] for k in order]
+
+
+def _multiplicity_keys(sorted_multiplicity: np.ndarray) -> np.ndarray:
+    """Return one integer per row that orders rows like the rows themselves.
+
+    Rows hold multiplicities in ``0 .. n``, so reading a row as the digits of a
+    number in base ``n + 1`` keeps the lexicographic order; `np.unique` on one
+    int64 column is much faster than on rows. Rows that do not fit in int64 are
+    returned unchanged.
+    """
+    m, n = sorted_multiplicity.shape
+    if n * math.log2(n + 1) >= 62:
+        return sorted_multiplicity
+    keys = np.zeros(m, dtype=np.int64)
+    for column in range(n):
+        keys = keys * (n + 1) + sorted_multiplicity[:, column]
+    return keys
 
 
 @dataclass(frozen=True)
@@ -565,19 +598,43 @@ class StateFeatures:
         if self.invariants is not None:
             difference = self.invariants[positions] - self.invariants[reference]
             return np.abs(difference).max(axis=1, initial=0.0)
-        centres = self.clusters.centres[positions]
-        multiplicity = self.clusters.multiplicity[positions]
-        reference_centres = self.clusters.centres[reference]
-        reference_multiplicity = self.clusters.multiplicity[reference]
-        gaps = np.linalg.norm(
-            centres[:, :, None, :] - reference_centres[None, None, :, :], axis=-1
+        out = np.empty(len(positions))
+        _centre_distance(
+            self.clusters.centres,
+            self.clusters.multiplicity,
+            np.ascontiguousarray(positions, dtype=np.int64),
+            reference,
+            out,
         )
-        comparable = (multiplicity[:, :, None] == reference_multiplicity[None, None, :]) & (
-            reference_multiplicity[None, None, :] > 0
-        )
-        nearest = np.where(comparable, gaps, np.inf).min(axis=2)
-        nearest = np.where(multiplicity > 0, nearest, 0.0)
-        return nearest.max(axis=1)
+        return out
+
+
+@njit(cache=True)
+def _centre_distance(centres, multiplicity, positions, reference, out):
+    """Write, for each state in ``positions``, the largest distance from one of its
+    centres to the nearest centre of equal multiplicity of state ``reference``
+    (infinity if there is none, NaN if a centre is NaN)."""
+    n, d = centres.shape[1], centres.shape[2]
+    for p in range(positions.shape[0]):
+        state = positions[p]
+        largest = 0.0
+        for k in range(n):
+            count = multiplicity[state, k]
+            if count == 0:
+                continue
+            nearest = np.inf
+            for r in range(n):
+                if multiplicity[reference, r] != count:
+                    continue
+                squared = 0.0
+                for a in range(d):
+                    gap = centres[state, k, a] - centres[reference, r, a]
+                    squared += gap * gap
+                if squared < nearest or squared != squared:
+                    nearest = squared
+            if nearest > largest or nearest != nearest:
+                largest = nearest
+        out[p] = math.sqrt(largest)
 
 
 def _rotation_invariants(states: np.ndarray, fixed: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from basins import kernels
+from basins import kernels, lanes, rows
 from basins.config import WEIGHTINGS, Integration, System
+from basins.errors import ConfigError
 from basins.transformer.dynamics import heads_field, integrate_heads
 from basins.transformer.system import MultiHeadSystem
 
@@ -29,6 +30,37 @@ class Trajectories:
     final_state: np.ndarray
     status: np.ndarray
     steps: np.ndarray
+
+
+def select_kernel(system: System, integration: Integration) -> str:
+    """Return the kernel that integrates ``system``: ``lanes``, ``rows`` or ``scalar``.
+
+    ``integration.kernel = "auto"`` takes ``lanes`` where it applies, that is where
+    the generated step is small enough (`basins.lanes.plan_for`), and ``rows``
+    elsewhere. The choice depends on the system and the settings only, never on
+    the number of initial conditions, so results do not depend on the chunking.
+
+    Raises
+    ------
+    ConfigError
+        If the requested kernel or precision does not apply to ``system``.
+    """
+    requested = integration.kernel
+    if requested in ("rows", "scalar"):
+        return requested
+    if lanes.plan_for(system, integration.precision) is not None:
+        return "lanes"
+    if requested == "auto" and integration.precision == "float64":
+        return "rows"
+    key, value = (
+        ("kernel", requested) if requested == "lanes" else ("precision", "float32")
+    )
+    raise ConfigError(
+        f"integration.{key} = {value!r} is invalid for n_tokens = {system.n_tokens}, "
+        f"dim = {system.dim}: the lane kernel, the only one in float32, is generated "
+        f"for small systems only (at most {lanes.MAX_FIELD_OPERATIONS} operations per "
+        f"field evaluation); use kernel 'auto', 'rows' or 'scalar' in float64"
+    )
 
 
 def integrate(
@@ -62,13 +94,19 @@ def integrate(
     ------
     ValueError
         If ``initial_state`` does not have shape ``(m, n_tokens, dim)``.
+    ConfigError
+        If ``integration.kernel`` or ``integration.precision`` does not apply to
+        ``system`` (see `select_kernel`).
 
     Notes
     -----
     Each step is classical RK4 on the ambient coordinates followed by the
     normalisation of every token. A trajectory has converged once
     ``max_i ||dx_i/dt|| < tol`` at ``checks`` consecutive steps; the field at the
-    current state is the first RK4 stage, so the test costs nothing extra.
+    current state is the first RK4 stage, so the test costs nothing extra. The
+    kernel is chosen by `select_kernel`; for one kernel, the result of an initial
+    condition does not depend on the other initial conditions of the batch, on
+    ``parallel`` or on the number of threads.
     """
     state = np.array(initial_state, dtype=np.float64, order="C", copy=True)
     expected = (system.n_tokens, system.dim)
@@ -80,6 +118,19 @@ def integrate(
     if isinstance(system, MultiHeadSystem):
         status, steps = integrate_heads(system, integration, state, parallel=parallel)
         return Trajectories(final_state=state, status=status, steps=steps)
+    kernel_name = select_kernel(system, integration)
+    if kernel_name == "lanes":
+        plan = lanes.plan_for(system, integration.precision)
+        final, status, steps = lanes.integrate_lanes(
+            plan, system, integration, state, parallel=parallel
+        )
+        return Trajectories(final_state=final, status=status, steps=steps)
+    if kernel_name == "rows":
+        status, steps = rows.integrate_rows_batch(
+            system, integration, state, parallel=parallel
+        )
+        return Trajectories(final_state=state, status=status, steps=steps)
+
     m = state.shape[0]
     status = np.empty(m, dtype=np.int8)
     steps = np.empty(m, dtype=np.int32)
