@@ -778,8 +778,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args)
+    target = getattr(args, "out", None) or getattr(args, "atlas", None) or "ATLAS"
     interrupted = (
-        "finished chunks are stored, continue with 'basins resume ATLAS'"
+        f"finished chunks are stored, continue with 'basins resume {target}'"
     )
     try:
         with _sigterm_unwinds():

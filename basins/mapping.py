@@ -296,6 +296,18 @@ def _run_synchronous(items: list[WorkItem], execution: Execution) -> int:
     return steps
 
 
+def _call_task(task: Task, *arguments: Any) -> dict[str, Any]:
+    """Run ``task`` on a worker after pinning ``NUMBA_NUM_THREADS``.
+
+    Numba re-reads its environment whenever it compiles and raises if
+    ``NUMBA_NUM_THREADS`` then differs from the size of its running thread pool. A
+    Dask worker's environment can differ from the one Numba saw at import, so the
+    variable is set to the value Numba uses before the task compiles anything.
+    """
+    os.environ["NUMBA_NUM_THREADS"] = str(numba.config.NUMBA_NUM_THREADS)
+    return task(*arguments)
+
+
 def _log_dashboard(client) -> None:
     """Log the address of the scheduler's dashboard, if it serves one."""
     services = client.scheduler_info().get("services", {})
@@ -319,6 +331,7 @@ def _run_distributed(
         token = time.time_ns()
         futures = [
             session.client.submit(
+                _call_task,
                 item.task,
                 *item.arguments(config_data[item.path], session.numba_threads),
                 key=f"basins-{item.name}-{item.chunk}-{item.path.resolve()}-{token}",

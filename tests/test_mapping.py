@@ -232,3 +232,19 @@ def test_dashboard_address_is_logged(tmp_path, small_config, caplog):
     assert any(
         record.getMessage() == f"Dask dashboard at {link}" for record in caplog.records
     ), [record.getMessage() for record in caplog.records]
+
+
+@pytest.mark.slow
+def test_local_cluster_compiles_in_fresh_cache(tmp_path):
+    """Workers that compile the kernels themselves (an empty Numba cache) must not
+    trip over the NUMBA_NUM_THREADS that their Dask nanny set."""
+    environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    environment.pop("NUMBA_NUM_THREADS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "basins.cli", "-q", "run", "example:oja",
+         "--n-initial", "200", "--chunk-size", "100", "--out", str(tmp_path / "a.zarr"),
+         "--no-progress"],
+        capture_output=True, text=True, env=environment, check=False, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "200 initial conditions" in result.stdout
