@@ -815,14 +815,14 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
         first = catalog["first_ic"][:]
         mean_steps = catalog["mean_steps"][:]
         states = catalog["state"][:]
+        # Catalogs written before certificates existed have no stability arrays.
+        stability = catalog["stability"][:] if "stability" in catalog else None
+        unstable = catalog["unstable_directions"][:] if stability is not None else None
     except (KeyError, *DECODE_ERRORS) as exc:
         raise AtlasError(
             f"the catalog of atlas {str(path)!r} is incomplete or damaged ({exc}); "
             f"'basins resume {path}' rebuilds it"
         ) from None
-    # Catalogs written before certificates existed have no stability arrays.
-    stability = catalog["stability"][:] if "stability" in catalog else None
-    unstable = catalog["unstable_directions"][:] if stability is not None else None
     return [
         CatalogEntry(
             id=i,
