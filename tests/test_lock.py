@@ -57,6 +57,12 @@ def wait_for(condition, what: str) -> None:
         time.sleep(0.05)
 
 
+def created(path) -> bool:
+    """Return whether the atlas at ``path`` exists with its root attributes."""
+    root = path / "zarr.json"
+    return root.exists() and b"basins_atlas_format" in root.read_bytes()
+
+
 def start_long_run(tmp_path, stderr):
     """Start a 'basins run' of 400 chunks in a real process; return once locked."""
     config = tmp_path / "system.toml"
@@ -65,7 +71,7 @@ def start_long_run(tmp_path, stderr):
     arguments = synchronous_run(config, path, "--threads", "1")
     process = subprocess.Popen(command(*arguments), stderr=stderr, text=True)
     try:
-        wait_for(lambda: (path / "zarr.json").exists() and read_lock(path), "the lock")
+        wait_for(lambda: created(path) and read_lock(path), "the atlas and its lock")
     except AssertionError:
         process.kill()
         raise
