@@ -94,6 +94,7 @@ def compute_chunk(
     labels = classify_states(
         outcome.final_state, outcome.status, matcher, eigenspaces(system.V), start
     )
+    classified = time.perf_counter()
     if writer_token is not None:
         lock.check_writer(path, writer_token)
     atlas.write_chunk(
@@ -110,17 +111,20 @@ def compute_chunk(
     )
     finished = time.perf_counter()
     logger.debug(
-        "chunk %d: %d initial conditions, integrate %.3f s, classify and write %.3f s",
+        "chunk %d: %d initial conditions, integrate %.3f s, classify %.3f s, "
+        "write %.3f s",
         chunk,
         stop - start,
         integrated - started,
-        finished - integrated,
+        classified - integrated,
+        finished - classified,
     )
     return {
         "chunk": chunk,
         "steps": int(outcome.steps.sum()),
         "integrate_seconds": integrated - started,
-        "write_seconds": finished - integrated,
+        "classify_seconds": classified - integrated,
+        "write_seconds": finished - classified,
     }
 
 
@@ -285,13 +289,25 @@ class WorkItem:
         return arguments
 
 
-def _run_synchronous(items: list[WorkItem], execution: Execution) -> int:
+def _add_seconds(totals: dict[str, float] | None, result: dict[str, Any]) -> None:
+    """Add a task's ``*_seconds`` timings to ``totals``, when totals are collected."""
+    if totals is None:
+        return
+    for key, value in result.items():
+        if key.endswith("_seconds"):
+            totals[key] = totals.get(key, 0.0) + value
+
+
+def _run_synchronous(
+    items: list[WorkItem], execution: Execution, totals: dict[str, float] | None
+) -> int:
     threads = execution.numba_threads or available_cores()
     steps = 0
     with _progress_bar(len(items), execution.progress) as bar:
         for item in items:
             result = item.task(*item.arguments(item.config.to_dict(), threads))
             steps += result["steps"]
+            _add_seconds(totals, result)
             bar.update(1)
     return steps
 
@@ -316,7 +332,10 @@ def _log_dashboard(client) -> None:
 
 
 def _run_distributed(
-    items: list[WorkItem], execution: Execution, retry_hint: str
+    items: list[WorkItem],
+    execution: Execution,
+    retry_hint: str,
+    totals: dict[str, float] | None,
 ) -> int:
     from distributed import as_completed
 
@@ -351,6 +370,7 @@ def _run_distributed(
                     logger.error("task %s failed: %s", future.key, future.exception())
                 else:
                     steps += future.result()["steps"]
+                    _add_seconds(totals, future.result())
                 bar.update(1)
     if lost:
         raise ClusterError(
@@ -369,7 +389,11 @@ def _run_distributed(
 
 
 def execute(
-    items: list[WorkItem], execution: Execution, *, retry_hint: str | None = None
+    items: list[WorkItem],
+    execution: Execution,
+    *,
+    retry_hint: str | None = None,
+    totals: dict[str, float] | None = None,
 ) -> int:
     """Run every work item as ``execution`` specifies; return the RK4 steps taken.
 
@@ -385,10 +409,10 @@ def execute(
     if not items:
         return 0
     if execution.scheduler is None and execution.cluster == "synchronous":
-        return _run_synchronous(items, execution)
+        return _run_synchronous(items, execution, totals)
     paths = sorted({str(item.path) for item in items})
     retry_hint = retry_hint or f"basins resume {paths[0] if len(paths) == 1 else 'PATH'}"
-    return _run_distributed(items, execution, retry_hint)
+    return _run_distributed(items, execution, retry_hint, totals)
 
 
 def run_tasks(
@@ -438,9 +462,19 @@ def _compute(
         path,
     )
     items = [WorkItem(path, config, chunk, writer_token=token) for chunk in chunks]
-    steps = execute(items, execution)
+    totals: dict[str, float] = {}
+    steps = execute(items, execution, totals=totals)
     lock.check_writer(path, token)
+    merge_started = time.perf_counter()
     atlas.finalize(path)
+    logger.info(
+        "time in tasks, all workers together: integrate %.1f s, classify %.1f s, "
+        "write %.1f s; catalog merge %.1f s",
+        totals.get("integrate_seconds", 0.0),
+        totals.get("classify_seconds", 0.0),
+        totals.get("write_seconds", 0.0),
+        time.perf_counter() - merge_started,
+    )
     seconds = time.perf_counter() - started
     pending = len(atlas.pending_chunks(path))
     logger.info(
