@@ -400,6 +400,8 @@ def _timing(name: str, result: Trajectories) -> engine_vs_scipy.Timing:
         trajectories=len(result.status),
         threads=1,
         wall_s=math.nan,
+        cpu_s=math.nan,
+        other_cpu_s=math.nan,
         steps=int(result.steps.sum(dtype=np.int64)),
         field_evaluations=0,
         final_state=result.final_state,
@@ -629,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     numba.set_num_threads(1)
     peak, peak_source = measure_peak()
     workloads = build_workloads(arguments.scale)
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     sections = []
     figures = {}
@@ -653,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
             for m in measurements
         ]
 
-    print(engine_vs_scipy.describe_machine().replace("# machine", "# run_all: machine"))
+    header = "\n".join(engine_vs_scipy.describe_machine(load_before))
+    print(header.replace("# machine", "# run_all: machine"))
     print(
         f"# peak of one core: {peak:.1f} GFLOP/s float64, {peak_source}; "
         f"{time.perf_counter() - started:.0f} s wall for the suite"
