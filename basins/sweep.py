@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from basins import atlas
+from basins import atlas, lock
 from basins.classify import Matcher
 from basins.config import RK4_STABILITY_LIMIT, Config
 from basins.errors import AtlasError, ConfigError, StepSizeWarning
@@ -427,7 +427,10 @@ def run_sweep(
     _select([], max_chunks)
     path = Path(path)
     create_sweep(path, sweep, overwrite=overwrite)
-    return _compute(path, _select(_pending_items(path), max_chunks), execution)
+    # NOTE: the lock is taken once the sweep exists, so two sweeps started at the
+    # same moment on one new path are not told apart; resumes are always checked.
+    with lock.acquire(path, "sweep"):
+        return _compute(path, _select(_pending_items(path), max_chunks), execution)
 
 
 def resume_sweep(
@@ -442,8 +445,9 @@ def resume_sweep(
     """
     execution = execution or Execution()
     path = Path(path)
-    _create_missing_members(path, read_sweep(path))
-    return _compute(path, _select(_pending_items(path), max_chunks), execution)
+    with lock.acquire(path, "resume"):
+        _create_missing_members(path, read_sweep(path))
+        return _compute(path, _select(_pending_items(path), max_chunks), execution)
 
 
 @dataclass(frozen=True)

@@ -415,3 +415,20 @@ def test_sweep_help_explains_the_syntax(capsys):
     assert "START:STOP:COUNT" in text
     assert "system.V.scale" in text
     assert "0:8:33 is 0, 0.25, ..., 8" in text
+
+
+def test_sweep_in_use_is_refused(tmp_path, small_sweep):
+    """A resume of a sweep whose writer lock a live process holds is refused."""
+    import shutil
+
+    from basins import AtlasError, Execution
+    from basins.lock import acquire
+    from basins.sweep import resume_sweep
+
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(small_sweep, path)
+    with acquire(path, "sweep"):
+        with pytest.raises(AtlasError, match="in use"):
+            resume_sweep(path, execution=Execution(cluster="synchronous", progress=False))
+    summary = resume_sweep(path, execution=Execution(cluster="synchronous", progress=False))
+    assert summary.chunks_pending == 0
