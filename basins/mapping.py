@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import CancelledError
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,8 +370,13 @@ def _run_distributed(
                     failures.append((future, future.exception()))
                     logger.error("task %s failed: %s", future.key, future.exception())
                 else:
-                    steps += future.result()["steps"]
-                    _add_seconds(totals, future.result())
+                    try:
+                        result = future.result()
+                    except CancelledError:  # lost after the check above
+                        lost += 1
+                    else:
+                        steps += result["steps"]
+                        _add_seconds(totals, result)
                 bar.update(1)
     if lost:
         raise ClusterError(
