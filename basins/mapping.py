@@ -1,7 +1,7 @@
 """Basin mapping: one task per chunk of initial conditions, spread over Dask workers.
 
 Each task generates its initial conditions from ``(seed, index)``, integrates them,
-classifies the final states and writes its chunk of the atlas; the driver only
+classifies the final states and writes its chunk of the atlas. The driver only
 schedules tasks, tracks progress and merges the catalog at the end. A chunk that was
 written survives any later interruption, and `resume` computes only the chunks still
 pending.
@@ -146,7 +146,7 @@ def _check_scheduler_address(address: Any) -> None:
 
 @dataclass(frozen=True)
 class Execution:
-    """Where the tasks run.
+    """Execution settings: the scheduler, the workers and the threads per worker.
 
     Parameters
     ----------
@@ -246,7 +246,7 @@ class Execution:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a call to `run` or `resume` did."""
+    """Summary of a call to `run` or `resume`."""
 
     path: Path
     chunks_computed: int
@@ -559,9 +559,7 @@ def run(
     """
     execution = execution or Execution()
     config.check_step_size(stacklevel=2)
-    _check_layout(execution)
-    if execution.batch:
-        clusters.check_submit_command(execution.cluster)
+    check_execution(execution)
     path = Path(path)
     initial_state = None
     if config.sampling.initial == "tokens":
@@ -616,9 +614,7 @@ def resume(
         before every chunk finished; the finished chunks stay stored.
     """
     execution = execution or Execution()
-    _check_layout(execution)
-    if execution.batch:
-        clusters.check_submit_command(execution.cluster)
+    check_execution(execution)
     path = Path(path)
     atlas.open_store(path)
     with lock.acquire(path, "resume") as writer:
@@ -635,7 +631,18 @@ def resume(
         return _compute(config, path, chunks, execution, writer.token)
 
 
-def _check_layout(execution: Execution) -> None:
+def check_execution(execution: Execution) -> None:
+    """Check, before anything is written, that ``execution`` can start its workers.
+
+    Raises
+    ------
+    ConfigError
+        If a local cluster would use more threads than there are cores.
+    ClusterError
+        If the submit command of a batch system is missing.
+    """
     if execution.scheduler is None and execution.cluster == "local":
         execution.local_layout()
+    if execution.batch:
+        clusters.check_submit_command(execution.cluster)
 

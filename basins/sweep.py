@@ -47,7 +47,14 @@ from basins import atlas, lock
 from basins.classify import Matcher
 from basins.config import RK4_STABILITY_LIMIT, Config
 from basins.errors import AtlasError, ConfigError, StepSizeWarning
-from basins.mapping import Execution, RunSummary, WorkItem, _select, execute
+from basins.mapping import (
+    Execution,
+    RunSummary,
+    WorkItem,
+    _select,
+    check_execution,
+    execute,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -422,13 +429,12 @@ def run_sweep(
     """
     execution = execution or Execution()
     _warn_step_size(sweep, sweep.member_configs())
-    if execution.scheduler is None and execution.cluster == "local":
-        execution.local_layout()
+    check_execution(execution)
     _select([], max_chunks)
     path = Path(path)
     create_sweep(path, sweep, overwrite=overwrite)
     # NOTE: the lock is taken once the sweep exists, so two sweeps started at the
-    # same moment on one new path are not told apart; resumes are always checked.
+    # same moment on one new path can both pass. Resumes are always checked.
     with lock.acquire(path, "sweep"):
         return _compute(path, _select(_pending_items(path), max_chunks), execution)
 
