@@ -223,7 +223,10 @@ def create_atlas(
             compressors=(ZstdCodec(level=0), Crc32cCodec()),
             dimension_names=("ic", *trailing),
         )
-    group.attrs.update(
+    # One write of the root metadata: ``group.attrs.update`` would write it once per
+    # key, and a run killed between two of them would leave an atlas without its
+    # configuration.
+    group.update_attributes(
         {
             "basins_atlas_format": ATLAS_FORMAT_VERSION,
             "name": config.name,
@@ -697,7 +700,7 @@ def finalize(path: str | Path) -> list[Attractor]:
             ("pending", STATUS_PENDING),
         )
     }
-    group.attrs.update({"finalized": totals["pending"] == 0, "totals": totals})
+    group.update_attributes({"finalized": totals["pending"] == 0, "totals": totals})
     logger.info(
         "catalog of %s: %d attractors, totals %s", path, len(catalog), totals
     )
@@ -761,7 +764,7 @@ def write_catalog(group: zarr.Group, config: Config, catalog: list[Attractor], s
             dimension_names=names,
             overwrite=True,
         )[...] = values
-    catalog_group.attrs.update(
+    catalog_group.update_attributes(
         {
             "label": [a.label for a in catalog],
             "shape": [a.shape for a in catalog],

@@ -329,7 +329,7 @@ def create_sweep(path: str | Path, sweep: Sweep, *, overwrite: bool = False) -> 
     # whose missing members `resume_sweep` creates.
     group = zarr.open_group(str(path), mode="w-", zarr_format=3)
     members = [sweep.member_name(index) for index in range(len(sweep.values))]
-    group.attrs.update(
+    group.update_attributes(
         {
             "basins_sweep_format": SWEEP_FORMAT_VERSION,
             "name": sweep.config.name,
@@ -687,9 +687,9 @@ def finalize_sweep(path: str | Path, *, max_distance: float = TRACK_DISTANCE) ->
         dimension_names=("track",),
         overwrite=True,
     )[...] = np.array([t.class_code for t in tracks], dtype=np.int8)
-    tracks_group.attrs.update({"label": [t.label for t in tracks]})
+    tracks_group.update_attributes({"label": [t.label for t in tracks]})
     events = track_events(tracks, list(sweep.values), complete)
-    group.attrs.update(
+    group.update_attributes(
         {
             "events": events,
             "tracking": {"max_distance": max_distance},

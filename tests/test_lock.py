@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import zarr
 from helpers import command, file_snapshot, multistable_toml, synchronous_run
 
 from basins import Execution, load_config, resume, run
-from basins.atlas import create_atlas, pending_chunks
+from basins.atlas import create_atlas, pending_chunks, read_config
 from basins.cli import main
 from basins.errors import AtlasError, AtlasInUseError, LockLostError
 from basins.kernels import STATUS_PENDING
@@ -207,6 +208,48 @@ def test_unfinished_creation_is_replaced(tmp_path, small_config):
     run(small_config, path, execution=SYNCHRONOUS)
     assert pending_chunks(path) == []
     assert not (path / LOCK_NAME).exists()
+
+
+class RootWriteFailed(BaseException):
+    """Stands for SIGKILL: raised by a write of the root metadata."""
+
+
+@pytest.mark.parametrize("failing_write", [1, 2, 3, 4])
+def test_creation_stopped_at_any_root_write_is_unfinished(
+    tmp_path, small_config, monkeypatch, failing_write
+):
+    """Whichever write of the root ``zarr.json`` a creation dies at, the remains are
+    either no atlas (replaced by the next run) or a whole one, never an atlas
+    without its configuration."""
+    from zarr.storage import LocalStore
+
+    path = tmp_path / "atlas.zarr"
+    original = LocalStore.set
+    writes = 0
+
+    async def counting_set(self, key, value):
+        nonlocal writes
+        if key == "zarr.json" and Path(self.root) == path:
+            writes += 1
+            if writes == failing_write:
+                raise RootWriteFailed
+        return await original(self, key, value)
+
+    write_lock(path, dataclasses.replace(current_holder("run"), pid=dead_pid()))
+    monkeypatch.setattr(LocalStore, "set", counting_set)
+    try:
+        create_atlas(path, small_config)
+    except RootWriteFailed:
+        monkeypatch.setattr(LocalStore, "set", original)
+        with pytest.raises(AtlasError, match="never completely created"):
+            resume(path, execution=SYNCHRONOUS)
+        run(small_config, path, execution=SYNCHRONOUS)
+    else:
+        assert writes < failing_write
+        monkeypatch.setattr(LocalStore, "set", original)
+        assert read_config(path).to_dict() == small_config.to_dict()
+        resume(path, execution=SYNCHRONOUS)
+    assert pending_chunks(path) == []
 
 
 @pytest.mark.slow
