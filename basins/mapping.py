@@ -339,6 +339,7 @@ def _run_distributed(
     totals: dict[str, float] | None,
 ) -> int:
     from distributed import as_completed
+    from distributed.comm.core import CommClosedError
 
     # Each atlas's configuration is converted once, not once per chunk.
     config_data = {item.path: item.config.to_dict() for item in items}
@@ -372,7 +373,9 @@ def _run_distributed(
                 else:
                     try:
                         result = future.result()
-                    except CancelledError:  # lost after the check above
+                    except (CancelledError, CommClosedError):
+                        # The scheduler went away after the check above, or while
+                        # the result was on its way.
                         lost += 1
                     else:
                         steps += result["steps"]
