@@ -41,8 +41,9 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 PACKAGE_PARENT = Path(basins.__file__).resolve().parent.parent
 # Seconds to wait for jobs to start, runs to finish and jobs to leave the queue.
 TIMEOUT = 180
-# 60 chunks of 400 initial conditions: about 10 s of work for one core, so that a
-# run lasts long enough to be interrupted while both workers compute.
+# 60 chunks of 400 initial conditions: each task is short, so a run consists mostly
+# of scheduling and writing chunks and lasts long enough to be interrupted while both
+# workers compute.
 MEDIUM_TOML = """\
 [system]
 n_tokens = 4
@@ -402,10 +403,20 @@ def test_lost_cluster_completed_by_resume(tmp_path, job_name, medium):
     assert_identical(reference, atlas)
 
 
+# The medium system with a step 25 times shorter: each initial condition costs about
+# 25 times more, so chunks of about 1 s of work stay small.
+SLOW_TOML = MEDIUM_TOML + """
+[integration]
+dt = 0.002
+max_steps = 500000
+"""
+
+
 def ics_per_second(folder: Path) -> float:
-    """Return how many initial conditions of the medium run one core computes per
-    second here, now, with the compiled kernels loaded."""
-    config = load_config_text(folder / "rate.toml", MEDIUM_TOML)
+    """Return how many initial conditions of the slow system one core computes per
+    second here, now, with the compiled kernels loaded, in chunks of 2000."""
+    text = SLOW_TOML.replace("n_initial = 24000", "n_initial = 8000")
+    config = load_config_text(folder / "rate.toml", text.replace("chunk_size = 400", "chunk_size = 2000"))
     path = folder / "rate.zarr"
     create_atlas(path, config)
     compute_chunk(config.to_dict(), str(path), 0, 1)
@@ -421,15 +432,18 @@ def load_config_text(path: Path, text: str):
 
 
 def test_retired_workers_are_replaced(tmp_path, job_name):
-    """One job at a time, whose worker retires after about 10 s. The run contains
-    about 1.2 lifetimes of work for one core, so it needs at least two jobs: a worker
-    also spends part of its lifetime starting up."""
-    lifetime = 10
-    chunks = math.ceil(1.2 * lifetime * ics_per_second(tmp_path) / 400)
+    """One job at a time, whose worker retires after 20 s. The run contains about
+    1.2 lifetimes of work for one core, so it needs at least two jobs: a worker also
+    spends part of its lifetime starting up. Each chunk is about 1 s of work, so
+    that a worker finishes chunks within its lifetime even on a loaded machine."""
+    lifetime = 20
+    chunk_size = max(400, round(ics_per_second(tmp_path)))
+    chunks = math.ceil(1.2 * lifetime)
     config_path = tmp_path / "retired.toml"
     config = load_config_text(
         config_path,
-        MEDIUM_TOML.replace("n_initial = 24000", f"n_initial = {400 * chunks}"),
+        SLOW_TOML.replace("n_initial = 24000", f"n_initial = {chunk_size * chunks}")
+        .replace("chunk_size = 400", f"chunk_size = {chunk_size}"),
     )
     options = batch_options(
         tmp_path,
