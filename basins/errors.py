@@ -43,6 +43,10 @@ class TaskError(RuntimeError):
     """Some chunks failed to compute; the others are stored and can be resumed."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived; unwinds like KeyboardInterrupt, releasing locks and clusters."""
+
+
 class BasinsWarning(UserWarning):
     """Base class of the warnings issued by basins."""
 

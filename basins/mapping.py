@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,13 +23,22 @@ import numba
 from basins import atlas, lock, storage
 from basins.classify import Matcher, classify_states, eigenspaces
 from basins.config import Config
-from basins.errors import ConfigError, TaskError
+from basins.errors import ConfigError, TaskError, Terminated
 from basins.integrate import integrate
 from basins.sampling import initial_conditions
 
 logger = logging.getLogger(__name__)
 
 CLUSTERS = ("local", "synchronous")
+
+# Set by the command line's SIGTERM handler. The loops over chunks check it, because
+# an exception that the handler raises inside a finalizer (__del__) is ignored.
+STOP_REQUESTED = threading.Event()
+
+
+def _check_stop() -> None:
+    if STOP_REQUESTED.is_set():
+        raise Terminated
 
 
 def available_cores() -> int:
@@ -221,6 +231,7 @@ def _run_synchronous(
     steps = 0
     with _progress_bar(len(chunks), execution.progress) as bar:
         for chunk in chunks:
+            _check_stop()
             result = compute_chunk(config.to_dict(), str(path), chunk, threads, token)
             steps += result["steps"]
             bar.update(1)
@@ -272,6 +283,7 @@ def _run_distributed(
         ]
         with _progress_bar(len(futures), execution.progress) as bar:
             for future in as_completed(futures):
+                _check_stop()
                 if future.status == "error":
                     failures.append((future, future.exception()))
                     logger.error("task %s failed: %s", future.key, future.exception())

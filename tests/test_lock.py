@@ -18,7 +18,7 @@ from helpers import command, file_snapshot, multistable_toml, synchronous_run
 from basins import Execution, load_config, resume, run
 from basins.atlas import create_atlas, pending_chunks
 from basins.cli import main
-from basins.errors import AtlasError, AtlasInUseError, LockLostError
+from basins.errors import AtlasError, AtlasInUseError, LockLostError, Terminated
 from basins.kernels import STATUS_PENDING
 from basins.lock import (
     LOCK_NAME,
@@ -28,7 +28,7 @@ from basins.lock import (
     read_lock,
     unlock,
 )
-from basins.mapping import compute_chunk
+from basins.mapping import STOP_REQUESTED, compute_chunk
 
 SYNCHRONOUS = Execution(cluster="synchronous", numba_threads=1, progress=False)
 
@@ -207,6 +207,19 @@ def test_unfinished_creation_is_replaced(tmp_path, small_config):
     run(small_config, path, execution=SYNCHRONOUS)
     assert pending_chunks(path) == []
     assert not (path / LOCK_NAME).exists()
+
+
+def test_stop_request_ends_the_run(tmp_path, small_config):
+    """The flag that SIGTERM sets stops a run even if the exception was lost."""
+    path = tmp_path / "atlas.zarr"
+    STOP_REQUESTED.set()
+    try:
+        with pytest.raises(Terminated):
+            run(small_config, path, execution=SYNCHRONOUS)
+    finally:
+        STOP_REQUESTED.clear()
+    assert read_lock(path) is None
+    assert pending_chunks(path) == [0, 1, 2, 3, 4, 5]
 
 
 @pytest.mark.slow
