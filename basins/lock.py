@@ -5,8 +5,8 @@ name and boot id, process id and that process's start time, the command, the UTC
 the lock was taken and a random token. It is created with a hard link from a complete
 temporary file, and the link fails if the lock exists. So a lock file is never seen
 half written, and two processes can never both hold it, because ``link`` is atomic on
-local file systems and on NFS (the Linux open(2) manual page recommends this scheme
-where ``O_EXCL`` cannot be trusted on NFS).
+local file systems and on NFS. The Linux open(2) manual page recommends this scheme
+where ``O_EXCL`` cannot be trusted on NFS.
 
 Each task of a run receives the token and calls `check_writer` right before it
 writes its chunk. The check fails, and the task writes nothing, when the lock no
