@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,10 @@ from basins.kernels import (
 logger = logging.getLogger(__name__)
 
 ATLAS_FORMAT_VERSION = 1
+
+# Compression of every array: zstd, then a CRC-32C checksum of the compressed chunk,
+# so that a damaged chunk fails to decode instead of returning wrong values.
+COMPRESSORS = (ZstdCodec(level=0), Crc32cCodec())
 
 # name: (dtype, fill value, dimension names after "ic")
 PER_IC_ARRAYS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
@@ -220,7 +225,7 @@ def create_atlas(
             chunks=(sampling.chunk_size, *(extra[t] for t in trailing)),
             dtype=dtype,
             fill_value=fill_value,
-            compressors=(ZstdCodec(level=0), Crc32cCodec()),
+            compressors=COMPRESSORS,
             dimension_names=("ic", *trailing),
         )
     # One write of the root metadata: ``group.attrs.update`` would write it once per
@@ -273,17 +278,22 @@ def _codec_problems(name: str, array: zarr.Array) -> list[str]:
 METADATA_ERRORS = (ValueError, TypeError, KeyError)
 
 
-def catalog_codec_problems(group: zarr.Group) -> list[str]:
-    """Return the catalog arrays that use codecs outside `SAFE_CODECS`.
+def catalog_problems(group: zarr.Group, path: str | Path) -> list[str]:
+    """Return what makes the catalog of the atlas at ``path`` unreadable or unsafe.
 
-    Unreadable catalog metadata is reported as a problem too.
+    Reports unreadable catalog metadata, a catalog that is not a group, and catalog
+    arrays that use codecs outside `SAFE_CODECS`. An atlas without a catalog has
+    no problem here.
     """
+    if not os.path.lexists(Path(path) / "catalog"):
+        return []
     try:
-        if "catalog" not in group:
-            return []
-        catalog_arrays = list(group["catalog"].arrays())
+        catalog = group["catalog"]
+        if not isinstance(catalog, zarr.Group):
+            return ["'catalog' is an array, expected a group"]
+        catalog_arrays = list(catalog.arrays())
     except METADATA_ERRORS as exc:
-        return [f"the catalog has invalid metadata: {exc}"]
+        return [f"the catalog has invalid metadata ({type(exc).__name__}: {exc})"]
     problems = []
     for name, array in catalog_arrays:
         problems.extend(_codec_problems(f"catalog/{name}", array))
@@ -295,7 +305,7 @@ def metadata_problems(group: zarr.Group, config: Config) -> list[str]:
 
     Checks that every per-initial-condition array exists with the dtype, shape and
     chunks that the stored configuration ``config`` implies, and uses only
-    `SAFE_CODECS`. The catalog is checked by `catalog_codec_problems`.
+    `SAFE_CODECS`. The catalog is checked by `catalog_problems`.
     """
     sampling, system = config.sampling, config.system
     sizes = {"token": system.n_tokens, "component": system.dim}
@@ -528,7 +538,7 @@ def discard_damaged_catalog(path: str | Path) -> bool:
     The catalog holds only what `finalize` derives from the per-initial-condition
     arrays, so the next `finalize` rebuilds it. Only with the writer lock held.
     """
-    problems = catalog_codec_problems(open_store(path))
+    problems = catalog_problems(open_store(path), path)
     if not problems:
         return False
     logger.warning(
@@ -761,6 +771,7 @@ def write_catalog(group: zarr.Group, config: Config, catalog: list[Attractor], s
             shape=values.shape,
             chunks=tuple(max(1, s) for s in values.shape),
             dtype=values.dtype,
+            compressors=COMPRESSORS,
             dimension_names=names,
             overwrite=True,
         )[...] = values
@@ -791,6 +802,31 @@ class CatalogEntry:
     unstable_directions: int = 0
 
 
+def _catalog_value_problem(
+    labels: object,
+    classes: np.ndarray,
+    counts: np.ndarray,
+    first_ic: np.ndarray,
+    n_initial: int,
+) -> str | None:
+    """Return why catalog columns cannot be right for ``n_initial`` ICs, or None.
+
+    A cheap guard for catalogs written before they carried checksums.
+    """
+    k = len(classes)
+    if not isinstance(labels, list) or len(labels) != k:
+        return "the labels do not match the class column"
+    if len(counts) != k or len(first_ic) != k:
+        return "its columns have different lengths"
+    if np.any((classes < 0) | (classes >= len(CLASS_NAMES))):
+        return "class holds invalid codes"
+    if np.any(counts < 1) or counts.sum() > n_initial:
+        return f"count holds values outside [1, {n_initial}] or sums past it"
+    if np.any((first_ic < 0) | (first_ic >= n_initial)):
+        return f"first_ic holds values outside [0, {n_initial - 1}]"
+    return None
+
+
 def read_catalog(path: str | Path) -> list[CatalogEntry]:
     """Read the catalog of the atlas at ``path``, in id order.
 
@@ -800,7 +836,7 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
         If the atlas has no catalog yet (no chunk has been finalized).
     """
     group = open_store(path)
-    unsafe = catalog_codec_problems(group)
+    unsafe = catalog_problems(group, path)
     if unsafe:
         raise AtlasError(
             f"atlas {str(path)!r} is invalid: {unsafe[0]}; 'basins resume {path}' "
@@ -826,6 +862,14 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
             f"the catalog of atlas {str(path)!r} is incomplete or damaged ({exc}); "
             f"'basins resume {path}' rebuilds it"
         ) from None
+    problem = _catalog_value_problem(
+        labels, classes, counts, first, group["status"].shape[0]
+    )
+    if problem:
+        raise AtlasError(
+            f"the catalog of atlas {str(path)!r} is damaged: {problem}; "
+            f"'basins resume {path}' rebuilds it"
+        )
     return [
         CatalogEntry(
             id=i,

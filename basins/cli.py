@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from basins import __version__, geometry_cli
-from basins.errors import BasinsError, ConfigError, TaskError
+from basins.errors import BasinsError, ConfigError, TaskError, Terminated
 from basins.transformer.cli import add_transformer_parser, command_transformer
 
 logger = logging.getLogger("basins")
@@ -742,29 +742,39 @@ def _configure_logging(args: argparse.Namespace) -> None:
     warnings.showwarning = show_warning
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind like Ctrl-C, so that locks and clusters are released."""
-
-
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
     """Turn SIGTERM into `Terminated` while a command runs in the main thread.
 
     Batch schedulers send SIGTERM before SIGKILL at the end of a job; unwinding
-    releases the atlas's lock and closes the cluster in that grace period.
+    releases the atlas's lock and closes the cluster in that grace period. The
+    handler also sets `basins.mapping.STOP_REQUESTED`, because Python ignores an
+    exception raised while a finalizer (``__del__``) runs; the loops over chunks
+    then raise `Terminated` themselves.
     """
+    from basins.mapping import STOP_REQUESTED
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminate(signum, frame):
+        STOP_REQUESTED.set()
         raise Terminated
 
+    def drop_terminated(unraisable):
+        if not isinstance(unraisable.exc_value, Terminated):
+            previous_hook(unraisable)
+
     previous = signal.signal(signal.SIGTERM, terminate)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = drop_terminated
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+        STOP_REQUESTED.clear()
 
 
 def _print_error(exc: BaseException) -> None:

@@ -279,8 +279,9 @@ def resolve_matrix(key: str, spec: Any, dim: int) -> np.ndarray:
     if isinstance(spec, str):
         if spec != "identity":
             raise ConfigError(
-                f"{key} = {spec!r} is invalid: the only named matrix is 'identity'; "
-                f"use a table such as {{ diagonal = [...] }} or an explicit array"
+                f"{key} = {_show(spec)} is invalid: the only named matrix is "
+                f"'identity'; use a table such as {{ diagonal = [...] }} or an explicit "
+                f"array"
             )
         return np.eye(dim)
     if not isinstance(spec, Mapping):
@@ -290,14 +291,16 @@ def resolve_matrix(key: str, spec: Any, dim: int) -> np.ndarray:
     constructors = [name for name in MATRIX_CONSTRUCTORS if name in spec]
     if len(constructors) != 1:
         raise ConfigError(
-            f"{key} = {dict(spec)!r} is invalid: expected exactly one of "
+            f"{key} = {_show(dict(spec))} is invalid: expected exactly one of "
             f"{', '.join(MATRIX_CONSTRUCTORS)}"
         )
     constructor = constructors[0]
     value = spec[constructor]
     if constructor == "identity":
         if value is not True:
-            raise ConfigError(f"{key}.identity = {value!r} is invalid: expected true")
+            raise ConfigError(
+                f"{key}.identity = {_show(value)} is invalid: expected true"
+            )
         matrix = np.eye(dim)
     elif constructor == "diagonal":
         matrix = np.diag(_real_entries(f"{key}.diagonal", value, (dim,)))

@@ -59,6 +59,10 @@ class ClusterError(BasinsError):
     """
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived; unwinds like KeyboardInterrupt, releasing locks and clusters."""
+
+
 class BasinsWarning(UserWarning):
     """Base class of the warnings issued by basins."""
 

@@ -5,7 +5,8 @@ name and boot id, process id and that process's start time, the command, the UTC
 the lock was taken and a random token. It is created with a hard link from a complete
 temporary file, and the link fails if the lock exists. So a lock file is never seen
 half written, and two processes can never both hold it, because ``link`` is atomic on
-local file systems and on NFS.
+local file systems and on NFS. The Linux open(2) manual page recommends this scheme
+where ``O_EXCL`` cannot be trusted on NFS.
 
 Each task of a run receives the token and calls `check_writer` right before it
 writes its chunk. The check fails, and the task writes nothing, when the lock no
@@ -186,10 +187,14 @@ def _link_lock(path: Path, holder: LockHolder) -> bool:
     try:
         os.link(temporary, lock_path(path))
     except FileExistsError:
-        return False
+        # On NFS a retried link can fail although the first attempt succeeded; the
+        # Linux open(2) manual page advises checking the unique file's link count.
+        linked = os.stat(temporary).st_nlink == 2
+    else:
+        linked = True
     finally:
         temporary.unlink()
-    return True
+    return linked
 
 
 def in_use_message(path: Path, holder: LockHolder) -> str:

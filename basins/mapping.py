@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import CancelledError
 from collections.abc import Callable, Iterable, Mapping
@@ -23,13 +24,22 @@ import numba
 from basins import atlas, clusters, lock, storage
 from basins.classify import Matcher, classify_states, eigenspaces
 from basins.config import Config
-from basins.errors import ClusterError, ConfigError, TaskError
+from basins.errors import ClusterError, ConfigError, TaskError, Terminated
 from basins.integrate import integrate
 from basins.sampling import initial_conditions
 
 logger = logging.getLogger(__name__)
 
 CLUSTERS = ("local", "synchronous", *clusters.BATCH_SYSTEMS)
+
+# Set by the command line's SIGTERM handler. The loops over chunks check it, because
+# an exception that the handler raises inside a finalizer (__del__) is ignored.
+STOP_REQUESTED = threading.Event()
+
+
+def _check_stop() -> None:
+    if STOP_REQUESTED.is_set():
+        raise Terminated
 
 
 def available_cores() -> int:
@@ -306,6 +316,7 @@ def _run_synchronous(
     steps = 0
     with _progress_bar(len(items), execution.progress) as bar:
         for item in items:
+            _check_stop()
             result = item.task(*item.arguments(item.config.to_dict(), threads))
             steps += result["steps"]
             _add_seconds(totals, result)
@@ -364,6 +375,7 @@ def _run_distributed(
         session.wait_for_first_worker()
         with _progress_bar(len(futures), execution.progress) as bar:
             for future in as_completed(futures):
+                _check_stop()
                 # The client cancels every future when it loses the scheduler.
                 if future.cancelled():
                     lost += 1

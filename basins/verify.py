@@ -219,7 +219,7 @@ def verify_atlas(path: str | Path) -> Verification:
     except AtlasError as exc:
         verification.problems.append(str(exc))
         return verification
-    verification.problems.extend(atlas.catalog_codec_problems(group))
+    verification.problems.extend(atlas.catalog_problems(group, path))
     if verification.problems:
         return verification
 

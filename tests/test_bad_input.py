@@ -79,6 +79,15 @@ NOT_NUMBERS = st.one_of(
 )
 NOT_INTEGERS = st.one_of(NOT_NUMBERS, FLOATS)
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
+# Anything but 3 numbers (the base configuration has dim = 3).
+DIAGONALS_OF_WRONG_TYPE = st.one_of(
+    TEXT,
+    st.booleans(),
+    DATES,
+    st.lists(st.integers(), max_size=2),
+    st.lists(TEXT, min_size=3, max_size=3),
+    st.dictionaries(TEXT, st.integers(), max_size=2),
+)
 
 
 def toml_value(value) -> str:
@@ -151,7 +160,7 @@ def wrong_type(draw):
                 max_size=3,
             ),
             st.lists(st.floats(-5, 5), min_size=9, max_size=9),
-            st.fixed_dictionaries({"diagonal": NOT_NUMBERS}),
+            st.fixed_dictionaries({"diagonal": DIAGONALS_OF_WRONG_TYPE}),
             st.fixed_dictionaries(
                 {"identity": st.one_of(st.just(False), HUGE_INTS, TEXT)}
             ),

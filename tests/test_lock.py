@@ -19,7 +19,7 @@ from helpers import command, file_snapshot, multistable_toml, synchronous_run
 from basins import Execution, load_config, resume, run
 from basins.atlas import create_atlas, pending_chunks, read_config
 from basins.cli import main
-from basins.errors import AtlasError, AtlasInUseError, LockLostError
+from basins.errors import AtlasError, AtlasInUseError, LockLostError, Terminated
 from basins.kernels import STATUS_PENDING
 from basins.lock import (
     LOCK_NAME,
@@ -29,7 +29,7 @@ from basins.lock import (
     read_lock,
     unlock,
 )
-from basins.mapping import compute_chunk
+from basins.mapping import STOP_REQUESTED, compute_chunk
 
 SYNCHRONOUS = Execution(cluster="synchronous", numba_threads=1, progress=False)
 
@@ -252,25 +252,44 @@ def test_creation_stopped_at_any_root_write_is_unfinished(
     assert pending_chunks(path) == []
 
 
+def test_stop_request_ends_the_run(tmp_path, small_config):
+    """The flag that SIGTERM sets stops a run even if the exception was lost."""
+    path = tmp_path / "atlas.zarr"
+    STOP_REQUESTED.set()
+    try:
+        with pytest.raises(Terminated):
+            run(small_config, path, execution=SYNCHRONOUS)
+    finally:
+        STOP_REQUESTED.clear()
+    assert read_lock(path) is None
+    assert pending_chunks(path) == [0, 1, 2, 3, 4, 5]
+
+
 @pytest.mark.slow
 def test_live_holder_refuses_then_stale_lock_resumes(tmp_path, capsys):
     """A real second process is refused; once it is killed, resume takes over."""
-    config, path, process = start_long_run(tmp_path, stderr=subprocess.DEVNULL)
+    log = open(tmp_path / "holder.log", "w")
+    config, path, process = start_long_run(tmp_path, stderr=log)
     try:
-        assert main(["-q", "resume", str(path), "--cluster", "synchronous"]) == 2
+        status = main(["-q", "resume", str(path), "--cluster", "synchronous"])
         err = capsys.readouterr().err
-        assert (
-            f"is in use by process {process.pid} on host {socket.gethostname()}" in err
-        )
+        assert status == 2, err
+        holder = f"is in use by process {process.pid} on host {socket.gethostname()}"
+        assert holder in err
         assert "(basins run, started " in err
-        assert main(["-q", "run", str(config), "--out", str(path), "--overwrite"]) == 2
-        assert f"process {process.pid}" in capsys.readouterr().err
+        status = main(["-q", "run", str(config), "--out", str(path), "--overwrite"])
+        err = capsys.readouterr().err
+        assert status == 2, err
+        assert f"process {process.pid}" in err
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert read_lock(path).pid == process.pid
+        log.close()
+    holder_log = (tmp_path / "holder.log").read_text()
+    assert read_lock(path).pid == process.pid, holder_log
     resume_arguments = ["-q", "resume", str(path), "--cluster", "synchronous"]
-    assert main([*resume_arguments, "--max-chunks", "2", "--no-progress"]) == 0
+    status = main([*resume_arguments, "--max-chunks", "2", "--no-progress"])
+    assert status == 0, capsys.readouterr().err
     assert read_lock(path) is None
 
 
