@@ -327,3 +327,8 @@ def test_processes_starting_at_once_share_the_cache(tmp_path):
     )
     assert later.returncode == 0, later.stderr
     assert later.stdout == outputs[0][0]
+
+
+def test_source_changes_with_intrinsics():
+    source = lanesource.generate_source(lanes.plan_for(SYSTEMS["w8"]))
+    assert f"INTRINSICS_DIGEST = {lanesource.INTRINSICS_DIGEST!r}" in source
