@@ -188,8 +188,10 @@ def kernel_cache_dir() -> Path:
     try:
         candidate.mkdir(parents=True, exist_ok=True)
     except OSError:
-        candidate = Path(tempfile.gettempdir()) / f"basins-kernels-{os.getuid()}"
-    return candidate
+        pass
+    if candidate.is_dir() and os.access(candidate, os.W_OK):
+        return candidate
+    return Path(tempfile.gettempdir()) / f"basins-kernels-{os.getuid()}"
 
 
 def _write_once(path: Path, text: str) -> None:

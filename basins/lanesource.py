@@ -21,11 +21,15 @@ so Numba compiles each of them once, not once per use.
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from basins import intrinsics
 
 if TYPE_CHECKING:
     from basins.lanes import LanePlan
@@ -40,6 +44,11 @@ LANE_IDLE = 3
 
 # Bump when the generated code changes in a way that its text does not show.
 GENERATOR_VERSION = 1
+
+# Numba's cache does not notice changes in the functions that cached code calls, so
+# the generated text carries a digest of the intrinsics it inlines: a changed
+# intrinsic changes the text, hence the file name, and forces a new compilation.
+INTRINSICS_DIGEST = hashlib.sha256(Path(intrinsics.__file__).read_bytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,7 @@ def _emit_header(src: _Source, plan: LanePlan) -> None:
     )
     src.line()
     src.line(f"GENERATOR_VERSION = {GENERATOR_VERSION}")
+    src.line(f"INTRINSICS_DIGEST = {INTRINSICS_DIGEST!r}")
     src.line(f"LANES = {LANES}")
     src.line(f"N_TOKENS = {plan.n_tokens}")
     src.line(f"DIM = {plan.dim}")

@@ -43,7 +43,8 @@ COMPUTED = re.compile(r"computed \d+ chunks in (?P<seconds>[\d.]+) s \((?P<steps
 
 
 class MemorySampler(threading.Thread):
-    """Record the largest total resident memory of a process and its descendants."""
+    """Record the largest total resident memory of a process and its descendants,
+    and the CPU time each of them has used by its last sample."""
 
     def __init__(self, pid: int, interval: float) -> None:
         super().__init__(daemon=True)
@@ -51,6 +52,7 @@ class MemorySampler(threading.Thread):
         self.interval = interval
         self.peak_bytes = 0
         self.peak_processes = 0
+        self.cpu_seconds: dict[int, float] = {}
         self.finished = threading.Event()
 
     def run(self) -> None:
@@ -64,9 +66,11 @@ class MemorySampler(threading.Thread):
             for process in tree:
                 try:
                     total += process.memory_info().rss
+                    times = process.cpu_times()
                     processes += 1
                 except psutil.NoSuchProcess:
                     continue
+                self.cpu_seconds[process.pid] = times.user + times.system
             if total > self.peak_bytes:
                 self.peak_bytes = total
                 self.peak_processes = processes
@@ -78,6 +82,7 @@ class Outcome:
     """Wall time, peak memory and the logged time split of one run."""
 
     wall_s: float
+    cpu_s: float
     peak_mib: float
     processes: int
     run_s: float
@@ -132,6 +137,7 @@ def run_once(arguments: argparse.Namespace, atlas: Path) -> Outcome:
     sys.stdout.write(output)
     return Outcome(
         wall_s=wall_s,
+        cpu_s=sum(sampler.cpu_seconds.values()),
         peak_mib=sampler.peak_bytes / 2**20,
         processes=sampler.peak_processes,
         run_s=float(computed["seconds"]),
@@ -179,6 +185,8 @@ def report(arguments: argparse.Namespace, outcome: Outcome) -> str:
         f"overhead outside the kernel   {100 * other / busy:8.1f}%",
         f"peak resident memory          {outcome.peak_mib:8.0f} MiB over "
         f"{outcome.processes} processes (sum of RSS)",
+        f"CPU time of those processes   {outcome.cpu_s:8.1f} s, "
+        f"{outcome.cpu_s / outcome.wall_s:.2f} cores on average (at the last sample)",
     ]
     return "\n".join(lines)
 

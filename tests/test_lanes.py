@@ -25,6 +25,7 @@ from basins import (
     integrate,
 )
 from basins import lanes, lanesource
+from basins.atlas import create_atlas, read_config
 from basins.classify import Matcher
 from basins.integrate import select_kernel
 from basins.kernels import STATUS_CONVERGED, STATUS_MAX_STEPS, STATUS_NONFINITE
@@ -327,3 +328,20 @@ def test_processes_starting_at_once_share_the_cache(tmp_path):
     )
     assert later.returncode == 0, later.stderr
     assert later.stdout == outputs[0][0]
+
+
+def test_source_changes_with_intrinsics():
+    source = lanesource.generate_source(lanes.plan_for(SYSTEMS["w8"]))
+    assert f"INTRINSICS_DIGEST = {lanesource.INTRINSICS_DIGEST!r}" in source
+
+
+def test_atlas_stores_kernel_settings(tmp_path):
+    config = Config(
+        system=SYSTEMS["w8"],
+        integration=Integration(kernel="scalar"),
+        sampling=Sampling(n_initial=10, chunk_size=5),
+    )
+    create_atlas(tmp_path / "atlas.zarr", config)
+    stored = read_config(tmp_path / "atlas.zarr")
+    assert stored.integration.kernel == "scalar"
+    assert stored.integration.precision == "float64"
