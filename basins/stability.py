@@ -56,6 +56,10 @@ ATTENTION_RANK_RTOL = 1e-8
 # Xeon virtual machine.
 MAX_CERTIFIED_DIMENSION = 1536
 
+# Singular values below this fraction of the largest one do not widen the invariant
+# subspace of a reduced certificate (`invariant_subspace`).
+INVARIANT_SUBSPACE_RTOL = 1e-12
+
 # Step of the central differences, in radians along each tangent direction.
 FINITE_DIFFERENCE_STEP = 1e-5
 
@@ -103,17 +107,33 @@ def attention_matrix(system: System, state: np.ndarray) -> np.ndarray:
     """Return the attention weights ``w_ij`` at ``state``, shape ``(n, n)``.
 
     Rows sum to one for ``softmax``; ``unnormalized`` gives ``exp(s_ij) / n`` and
-    ``oja`` the constant ``1 / n``.
+    ``oja`` the constant ``1 / n``. A system of several heads gives the weights of
+    its summed ``A``; each head's own weights come from `head_weights`.
     """
+    return head_weights(system, system.A, state)
+
+
+def head_weights(system: System, A: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """Return the weights ``w_ij`` of a head with attention matrix ``A`` at ``state``."""
     state = np.asarray(state, dtype=np.float64)
     n = len(state)
     if system.weighting == "oja":
         return np.full((n, n), 1.0 / n)
-    logits = system.beta * state @ system.A @ state.T
+    logits = system.beta * state @ A @ state.T
     if system.weighting == "unnormalized":
         return np.exp(logits) / n
     weights = np.exp(logits - logits.max(axis=1, keepdims=True))
     return weights / weights.sum(axis=1, keepdims=True)
+
+
+def heads(system: System) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Return ``(A_h, V_h)`` of every head: one pair, unless the system has several.
+
+    Each head has its own weights; the field is ``P_i sum_h y_i^h``.
+    """
+    if hasattr(system, "head_matrices"):
+        return [system.head_matrices(h) for h in range(system.n_heads)]
+    return [(system.A, system.V)]
 
 
 def numerical_rank(matrix: np.ndarray, rtol: float = ATTENTION_RANK_RTOL) -> int:
@@ -172,27 +192,36 @@ def tangent_jacobian(
 
         G_{ik} = \\delta_{ik} \\beta \\sum_j w_{ij} u_{ij} (A x_j)^T
                  + \\beta w_{ik} u_{ik} (A^T x_i)^T + w_{ik} V.
+
+    A system of several heads sums ``G_ik`` over its heads, each with its own ``A``,
+    ``V`` and weights, and ``y_i`` is the sum of the heads' outputs.
     """
     state = np.asarray(state, dtype=np.float64)
     if bases is None:
         bases = tangent_bases(state)
     n, d = state.shape
     t = d - 1
-    weights = attention_matrix(system, state)
-    values = state @ system.V.T
-    outputs = weights @ values
-    radial = np.sum(state * outputs, axis=1)
 
     # Rows of `frame` are the tangent basis vectors, token by token, so that
     # frame @ M @ frame.T holds every block B_i^T M B_k at once.
     frame = bases.transpose(0, 2, 1).reshape(n * t, d)
+    jacobian = np.zeros((n, t, n, t))
+    radial = np.zeros(n)
+    for A, V in heads(system):
+        weights = head_weights(system, A, state)
+        values = state @ V.T
+        outputs = weights @ values
+        radial += np.sum(state * outputs, axis=1)
 
-    # The direct term w_ik B_i^T V B_k, present for every weighting; axes (i, p, k, q).
-    jacobian = (frame @ system.V @ frame.T).reshape(n, t, n, t)
-    jacobian *= weights[:, None, :, None]
+        # The direct term w_ik B_i^T V B_k, present for every weighting; axes
+        # (i, p, k, q).
+        jacobian += (frame @ V @ frame.T).reshape(n, t, n, t) * weights[
+            :, None, :, None
+        ]
 
-    # The response of the weights to the logits, absent for constant weights.
-    if system.weighting != "oja" and system.beta != 0.0:
+        # The response of the weights to the logits, absent for constant weights.
+        if system.weighting == "oja" or system.beta == 0.0:
+            continue
         # responses[i, p, j] = B_i^T u_ij.
         responses = (frame @ values.T).reshape(n, t, n)
         if system.weighting == "softmax":
@@ -200,11 +229,11 @@ def tangent_jacobian(
         weighted = system.beta * weights[:, None, :] * responses
 
         # Logits s_ik through x_k: beta w_ik (B_i^T u_ik) (B_k^T A^T x_i)^T.
-        key_gradients = (frame @ (state @ system.A).T).reshape(n, t, n)
+        key_gradients = (frame @ (state @ A).T).reshape(n, t, n)
         jacobian += np.einsum("ipk,kqi->ipkq", weighted, key_gradients)
 
         # Logits s_ij through x_i: beta sum_j w_ij (B_i^T u_ij) (B_i^T A x_j)^T.
-        query_gradients = (frame @ (state @ system.A.T).T).reshape(n, t, n)
+        query_gradients = (frame @ (state @ A.T).T).reshape(n, t, n)
         own = weighted @ query_gradients.transpose(0, 2, 1)
         jacobian[np.arange(n), :, np.arange(n), :] += own
 
@@ -243,7 +272,10 @@ def finite_difference_jacobian(
 
 
 def symmetry_directions(
-    system: System, state: np.ndarray, bases: np.ndarray
+    system: System,
+    state: np.ndarray,
+    bases: np.ndarray,
+    generators: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return an orthonormal basis of the tangent directions along the symmetry orbit.
 
@@ -251,13 +283,15 @@ def symmetry_directions(
     ``Omega`` of `basins.classify.continuous_symmetries`. At an equilibrium each of
     them is a zero rate of the Jacobian, because rotating an equilibrium by the
     symmetry gives another equilibrium.
+    ``generators``, shape ``(k, dim, dim)``, replaces that search when given.
 
     Returns
     -------
     numpy.ndarray, shape (n_tokens (dim - 1), r)
         ``r`` is the dimension of the orbit at ``state`` (zero without symmetry).
     """
-    generators = continuous_symmetries(system)
+    if generators is None:
+        generators = continuous_symmetries(system)
     size = bases.shape[0] * bases.shape[2]
     if len(generators) == 0:
         return np.zeros((size, 0))
@@ -276,8 +310,8 @@ class Certificate:
     Attributes
     ----------
     verdict : str
-        One of `VERDICT_NAMES`, or ``"unchecked"`` when the tangent dimension exceeds
-        `MAX_CERTIFIED_DIMENSION`.
+        One of `VERDICT_NAMES`, or ``"unchecked"`` when the eigenvalue problem
+        exceeds the size limit of `certify`.
     rates : numpy.ndarray of complex
         Eigenvalues of the tangent Jacobian on the complement of the symmetry
         directions, in the order of decreasing real part; shape
@@ -428,8 +462,11 @@ def certify(
         A real part counts as zero when its absolute value is at most this times the
         largest absolute rate.
     max_dimension : int, optional
-        Above this tangent dimension ``n_tokens (dim - 1)`` nothing is computed and
-        the verdict is ``unchecked``.
+        Largest tangent dimension ``n_tokens (dim - 1)`` of a dense eigenvalue
+        problem. Above it, a system of low-rank heads without continuous symmetry is
+        reduced to its invariant subspace (see Notes); if that is still too large,
+        or the system is not of that kind, nothing is computed and the verdict is
+        ``unchecked``.
 
     Returns
     -------
@@ -448,6 +485,15 @@ def certify(
     ``[N, C]`` it is block upper triangular and its spectrum is ``r`` zeros together
     with the spectrum of ``C^T J C``. The verdict rests on the latter.
 
+    For heads given by factors (`basins.transformer.MultiHeadSystem`), let ``U`` be
+    the span of the tokens and of the ranges of every ``A_h``, ``A_h^T``, ``V_h`` and
+    ``V_h^T``. A perturbation orthogonal to ``U`` changes no logit and no value, so
+    the Jacobian maps it to ``-(x_i^T y_i)`` times itself, and ``U`` is invariant too.
+    The rates are then those of the system restricted to ``U`` (dimension ``m``,
+    at most ``n_tokens + 4 n_heads d_head``) together with ``-(x_i^T y_i)`` for every
+    token, each ``dim - m`` times. A head of MiniLM (``d_head = 32``, ``dim = 384``)
+    with 9 tokens needs an eigenvalue problem of size 1224 instead of 3447.
+
     A linearisation cannot decide every case: a ``marginal`` verdict means that
     higher-order terms decide stability, and a rate within the tolerance of zero is
     reported as zero even when it is a tiny nonzero number.
@@ -458,18 +504,41 @@ def certify(
             f"'finite_difference'"
         )
     state = np.array(state, dtype=np.float64)
-    certified_speed = speed(system, state)
     n, d = state.shape
-    if n * (d - 1) > max_dimension:
+    if n * (d - 1) <= max_dimension:
+        generators = continuous_symmetries(system)
+        return _certify(system, state, generators, polish, method, rate_rtol)
+
+    reduction = _reduction(system, state)
+    if reduction is None or n * (reduction[0].shape[1] - 1) > max_dimension:
+        certified_speed = speed(system, state)
+        empty = np.empty(0, dtype=complex)
         return Certificate(
-            UNCHECKED_NAME,
-            np.empty(0, dtype=complex),
-            0,
-            0,
-            math.nan,
-            certified_speed,
-            state,
+            UNCHECKED_NAME, empty, 0, 0, math.nan, certified_speed, state
         )
+    basis, reduced = reduction
+    m = basis.shape[1]
+    inner = _certify(
+        reduced, state @ basis, np.zeros((0, m, m)), polish, method, rate_rtol
+    )
+    radial = np.zeros(n)
+    for A, V in heads(reduced):
+        outputs = head_weights(reduced, A, inner.state) @ (inner.state @ V.T)
+        radial += np.sum(inner.state * outputs, axis=1)
+    rates = np.concatenate([inner.rates, np.repeat(-radial, d - m)])
+    return _verdict(rates, 0, rate_rtol, inner.speed, inner.state @ basis.T)
+
+
+def _certify(
+    system: System,
+    state: np.ndarray,
+    generators: np.ndarray,
+    polish: bool,
+    method: str,
+    rate_rtol: float,
+) -> Certificate:
+    """Certify with a dense Jacobian, the symmetry group given by ``generators``."""
+    certified_speed = speed(system, state)
     if polish:
         polished, polished_speed = newton(system, state)
         shift = float(np.linalg.norm(polished - state, axis=1).max())
@@ -481,13 +550,23 @@ def certify(
         jacobian = tangent_jacobian(system, state, bases)
     else:
         jacobian = finite_difference_jacobian(system, state, bases)
-    orbit = symmetry_directions(system, state, bases)
+    orbit = symmetry_directions(system, state, bases, generators)
     if orbit.shape[1]:
         complement = np.linalg.svd(orbit, full_matrices=True)[0][:, orbit.shape[1] :]
         jacobian = complement.T @ jacobian @ complement
     rates = np.linalg.eigvals(jacobian) if len(jacobian) else np.empty(0, dtype=complex)
-    rates = rates[np.lexsort((-rates.imag, -rates.real))]
+    return _verdict(rates, orbit.shape[1], rate_rtol, certified_speed, state)
 
+
+def _verdict(
+    rates: np.ndarray,
+    symmetry_count: int,
+    rate_rtol: float,
+    certified_speed: float,
+    state: np.ndarray,
+) -> Certificate:
+    """Sort the rates, count the unstable ones and return the certificate."""
+    rates = rates[np.lexsort((-rates.imag, -rates.real))]
     scale = float(np.abs(rates).max()) if len(rates) else 0.0
     zero_tol = rate_rtol * scale
     unstable = int(np.sum(rates.real > zero_tol))
@@ -495,13 +574,55 @@ def certify(
         verdict = VERDICT_NAMES[VERDICT_UNSTABLE]
     elif np.any(rates.real >= -zero_tol):
         verdict = VERDICT_NAMES[VERDICT_MARGINAL]
-    elif orbit.shape[1]:
+    elif symmetry_count:
         verdict = VERDICT_NAMES[VERDICT_STABLE_MODULO_SYMMETRY]
     else:
         verdict = VERDICT_NAMES[VERDICT_STABLE]
     return Certificate(
-        verdict, rates, orbit.shape[1], unstable, zero_tol, certified_speed, state
+        verdict, rates, symmetry_count, unstable, zero_tol, certified_speed, state
     )
+
+
+def invariant_subspace(system: System, state: np.ndarray) -> np.ndarray:
+    """Return an orthonormal basis ``(dim, m)`` of the subspace that `certify` keeps.
+
+    The span of the tokens of ``state`` and of the ranges of ``A_h``, ``A_h^T``,
+    ``V_h`` and ``V_h^T`` for every head; singular values below
+    `INVARIANT_SUBSPACE_RTOL` times the largest count as zero.
+    """
+    columns = [np.asarray(state, dtype=np.float64).T]
+    for A, V in heads(system):
+        columns += [A, A.T, V, V.T]
+    left, singular, _ = np.linalg.svd(np.hstack(columns), full_matrices=False)
+    rank = int(np.sum(singular > INVARIANT_SUBSPACE_RTOL * singular[0]))
+    return left[:, :rank]
+
+
+def _reduction(system: System, state: np.ndarray):
+    """Return ``(basis, reduced system)`` for the reduced certificate, or None.
+
+    Applies to systems given by head factors that report no continuous symmetry,
+    and only when the invariant subspace is smaller than the whole space.
+    """
+    from basins.transformer.system import MultiHeadSystem
+
+    if not isinstance(system, MultiHeadSystem) or len(continuous_symmetries(system)):
+        return None
+    basis = invariant_subspace(system, state)
+    m = basis.shape[1]
+    if m >= system.dim or system.n_heads * system.d_head > m:
+        return None
+    reduced = MultiHeadSystem(
+        n_tokens=system.n_tokens,
+        dim=m,
+        beta=system.beta,
+        weighting=system.weighting,
+        query=system.query @ basis,
+        key=system.key @ basis,
+        value=system.value @ basis,
+        output=np.einsum("am,had->hmd", basis, system.output),
+    )
+    return basis, reduced
 
 
 def catalog_columns(

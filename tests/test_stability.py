@@ -332,3 +332,67 @@ def test_polishing_never_jumps_to_another_equilibrium(multistable_system):
     certificate = certify(multistable_system, start)
     assert np.array_equal(certificate.state, start)
     assert certificate.speed == pytest.approx(speed(multistable_system, start))
+
+
+def head_system(n_heads: int, dim: int, n_tokens: int, seed: int, weighting="softmax"):
+    """Random heads of size 3 in ``dim`` dimensions, with a symmetric ``sum_h V_h``."""
+    from basins.transformer.system import MultiHeadSystem
+
+    rng = np.random.default_rng(seed)
+    value = rng.normal(size=(n_heads, 3, dim)) / math.sqrt(dim)
+    return MultiHeadSystem(
+        n_tokens=n_tokens,
+        dim=dim,
+        beta=1.5,
+        weighting=weighting,
+        query=rng.normal(size=(n_heads, 3, dim)),
+        key=rng.normal(size=(n_heads, 3, dim)),
+        value=value,
+        output=np.transpose(value, (0, 2, 1)).copy(),
+    )
+
+
+def settled_consensus(system, direction, seed=0, steps=4000):
+    """Tokens near ``direction``, moved by explicit Euler steps towards equilibrium."""
+    rng = np.random.default_rng(seed)
+    state = direction + 1e-3 * rng.normal(size=(system.n_tokens, system.dim))
+    for _ in range(steps):
+        state = state + 0.05 * vector_field(system, state)
+        state /= np.linalg.norm(state, axis=1, keepdims=True)
+    return state
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_jacobian_of_several_heads_matches_finite_differences(weighting):
+    """Each head has its own weights, so the Jacobian is the sum of the heads'."""
+    system = head_system(n_heads=3, dim=10, n_tokens=4, seed=2, weighting=weighting)
+    state = np.random.default_rng(3).normal(size=(4, 10))
+    state /= np.linalg.norm(state, axis=1, keepdims=True)
+    analytic = tangent_jacobian(system, state)
+    numeric = finite_difference_jacobian(system, state)
+    assert np.abs(analytic - numeric).max() < 1e-7 * np.abs(analytic).max()
+
+
+@pytest.mark.parametrize(("n_heads", "eigenvector"), [(1, -1), (1, 0), (2, -1)])
+def test_reduced_certificate_equals_the_dense_one(n_heads, eigenvector):
+    """Above the size limit, low-rank heads are certified on their invariant
+    subspace; the rates and the verdict are those of the dense problem. Consensus
+    on the leading eigenvector of V is stable, on a null vector it is not."""
+    system = head_system(n_heads=n_heads, dim=40, n_tokens=4, seed=n_heads)
+    direction = np.linalg.eigh(system.V)[1][:, eigenvector]
+    state = settled_consensus(system, direction)
+    dense = certify(system, state)
+    reduced = certify(system, state, max_dimension=dense.rates.size // 2)
+    assert reduced.verdict == dense.verdict != "unchecked"
+    assert reduced.unstable_directions == dense.unstable_directions
+    assert reduced.rates.size == dense.rates.size == 4 * 39
+    assert np.allclose(
+        np.sort_complex(reduced.rates), np.sort_complex(dense.rates), atol=1e-8
+    )
+    assert np.abs(reduced.state - dense.state).max() < 1e-9
+
+
+def test_reduction_that_is_still_too_large_is_unchecked():
+    system = head_system(n_heads=1, dim=40, n_tokens=4, seed=1)
+    state = settled_consensus(system, np.linalg.eigh(system.V)[1][:, -1])
+    assert certify(system, state, max_dimension=20).verdict == "unchecked"
