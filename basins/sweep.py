@@ -27,6 +27,7 @@ the arrays.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -35,7 +36,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -366,12 +367,32 @@ def _create_missing_members(
             atlas.create_atlas(member, config)
 
 
-def _pending_items(path: Path) -> list[WorkItem]:
+def _pending_items(path: Path, tokens: dict[Path, str] | None = None) -> list[WorkItem]:
     items = []
     for member in member_paths(path):
         config = atlas.read_config(member)
-        items.extend(WorkItem(member, config, c) for c in atlas.pending_chunks(member))
+        token = (tokens or {}).get(member)
+        items.extend(
+            WorkItem(member, config, c, writer_token=token)
+            for c in atlas.pending_chunks(member)
+        )
     return items
+
+
+@contextlib.contextmanager
+def _member_locks(path: Path, command: str) -> Iterator[dict[Path, str]]:
+    """Lock every member atlas as well as the sweep; yield the tokens by member.
+
+    The tasks present a member's token before writing to it, so a task of a sweep
+    that has stopped (killed, or its lock broken with ``basins unlock``) writes
+    nothing once another process has taken over.
+    """
+    with contextlib.ExitStack() as stack:
+        tokens = {
+            member: stack.enter_context(lock.acquire(member, command)).token
+            for member in member_paths(path)
+        }
+        yield tokens
 
 
 def _compute(path: Path, items: list[WorkItem], execution: Execution) -> RunSummary:
@@ -435,8 +456,9 @@ def run_sweep(
     create_sweep(path, sweep, overwrite=overwrite)
     # NOTE: the lock is taken once the sweep exists, so two sweeps started at the
     # same moment on one new path can both pass. Resumes are always checked.
-    with lock.acquire(path, "sweep"):
-        return _compute(path, _select(_pending_items(path), max_chunks), execution)
+    with lock.acquire(path, "sweep"), _member_locks(path, "sweep") as tokens:
+        items = _select(_pending_items(path, tokens), max_chunks)
+        return _compute(path, items, execution)
 
 
 def resume_sweep(
@@ -453,7 +475,9 @@ def resume_sweep(
     path = Path(path)
     with lock.acquire(path, "resume"):
         _create_missing_members(path, read_sweep(path))
-        return _compute(path, _select(_pending_items(path), max_chunks), execution)
+        with _member_locks(path, "resume") as tokens:
+            items = _select(_pending_items(path, tokens), max_chunks)
+            return _compute(path, items, execution)
 
 
 @dataclass(frozen=True)

@@ -432,3 +432,40 @@ def test_sweep_in_use_is_refused(tmp_path, small_sweep):
             resume_sweep(path, execution=Execution(cluster="synchronous", progress=False))
     summary = resume_sweep(path, execution=Execution(cluster="synchronous", progress=False))
     assert summary.chunks_pending == 0
+
+
+def test_sweep_tasks_write_only_under_the_member_locks(tmp_path, small_config, monkeypatch):
+    """Every task carries the token of its member's lock, taken for the sweep's
+    duration, so a task that outlives its sweep writes nothing."""
+    from basins import sweep as sweep_module
+    from basins.errors import LockLostError
+    from basins.lock import LOCK_NAME, read_lock
+    from basins.mapping import compute_chunk
+
+    config = small_config.with_sampling(n_initial=200, chunk_size=100)
+    sweep = Sweep(config, "system.beta", (1.0, 2.0))
+    path = tmp_path / "sweep.zarr"
+    seen = []
+    real_execute = sweep_module.execute
+
+    def recording_execute(items, execution):
+        for item in items:
+            seen.append((item, read_lock(item.path).token))
+        return real_execute(items, execution)
+
+    monkeypatch.setattr(sweep_module, "execute", recording_execute)
+    run_sweep(sweep, path, execution=SYNCHRONOUS, max_chunks=3)
+    assert len(seen) == 3
+    for item, token in seen:
+        assert item.writer_token is not None
+        assert item.writer_token == token
+    assert not list(path.glob(f"*/{LOCK_NAME}"))
+
+    # A late copy of a task whose chunk is still pending: the lock it names is gone.
+    member = path / "p001"
+    late = next(i for i, _ in seen if i.path == member)
+    pending = sweep_module.WorkItem(member, late.config, 1, writer_token=late.writer_token)
+    before = sorted(p.relative_to(member) for p in member.rglob("*"))
+    with pytest.raises(LockLostError):
+        compute_chunk(*pending.arguments(late.config.to_dict(), 1))
+    assert sorted(p.relative_to(member) for p in member.rglob("*")) == before
