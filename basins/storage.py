@@ -115,10 +115,18 @@ def check_free_space(
     Raises
     ------
     AtlasError
-        If the free space (plus ``freed``) is smaller than ``needed``.
+        If the free space (plus ``freed``) is smaller than ``needed``, or the file
+        system has no storage at all (such as ``/proc``).
     """
     anchor = _existing_ancestor(Path(path))
-    free = shutil.disk_usage(anchor).free + freed
+    usage = shutil.disk_usage(anchor)
+    if usage.total == 0:
+        # procfs, sysfs and similar report no capacity at all: nothing can be stored.
+        raise AtlasError(
+            f"cannot create {str(path)!r}: {str(anchor)!r} is on a virtual file "
+            f"system with no storage; choose a path on a disk"
+        )
+    free = usage.free + freed
     if needed > free:
         raise AtlasError(
             f"{what} needs about {_format_bytes(needed)} (estimated without "

@@ -469,6 +469,15 @@ def test_atlas_larger_than_the_disk_is_refused(tmp_path, small_config):
     assert not (tmp_path / "atlas.zarr").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a procfs at /proc")
+def test_atlas_on_a_virtual_file_system(capsys):
+    status = main(["run", "example:oja", "--out", "/proc/atlas.zarr"])
+    err = capsys.readouterr().err
+    assert_one_clear_error(status, err)
+    assert "'/proc' is on a virtual file system with no storage" in err
+    assert not Path("/proc/atlas.zarr").exists()
+
+
 @pytest.mark.parametrize("address", ["foo", "tcp://host-without-port", "tcp://h:port"])
 def test_bad_scheduler_address(address, tmp_path, capsys):
     out = tmp_path / "atlas.zarr"
