@@ -652,12 +652,21 @@ def check_execution(execution: Execution) -> None:
     Raises
     ------
     ConfigError
-        If a local cluster would use more threads than there are cores.
+        If a local cluster, or a synchronous run, would use more threads than there
+        are cores.
     ClusterError
         If the submit command of a batch system is missing.
     """
     if execution.scheduler is None and execution.cluster == "local":
         execution.local_layout()
+    threads = execution.numba_threads
+    if execution.scheduler is None and execution.cluster == "synchronous" and threads:
+        cores = available_cores()
+        if threads > cores:
+            raise ConfigError(
+                f"{threads} Numba threads (--threads) exceed the {cores} available "
+                f"cores of a synchronous run; use at most {cores}"
+            )
     if execution.batch:
         clusters.check_submit_command(execution.cluster)
 

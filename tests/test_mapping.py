@@ -141,6 +141,16 @@ def test_oversubscribed_local_cluster_is_rejected(tmp_path, small_config):
     assert not (tmp_path / "atlas.zarr").exists()
 
 
+def test_oversubscribed_synchronous_run_is_rejected(tmp_path, small_config):
+    from basins import ConfigError
+
+    cores = len(os.sched_getaffinity(0))
+    execution = Execution(cluster="synchronous", numba_threads=cores + 1, progress=False)
+    with pytest.raises(ConfigError, match=f"{cores + 1} Numba threads .* exceed the"):
+        run(small_config, tmp_path / "atlas.zarr", execution=execution)
+    assert not (tmp_path / "atlas.zarr").exists()
+
+
 @pytest.mark.slow
 def test_worker_count_changes_no_result(tmp_path, small_config):
     run(small_config, tmp_path / "synchronous.zarr", execution=SYNCHRONOUS)
