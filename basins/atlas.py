@@ -203,7 +203,7 @@ def create_atlas(
     path = Path(path)
     check_target(path, overwrite=overwrite, token=token)
     try:
-        if path.exists():
+        if path.exists() and any(e.name != lock.LOCK_NAME for e in path.iterdir()):
             logger.info("clearing %s for a new atlas", path)
             storage.clear_directory(path, keep=lambda name: name == lock.LOCK_NAME)
         group = zarr.create_group(str(path), zarr_format=3)
