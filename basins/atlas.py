@@ -614,22 +614,58 @@ def write_chunk(path: str | Path, config: Config, result: ChunkResult) -> None:
     group["status"][start:stop] = result.status
 
 
-def _chunk_representatives(
-    local_label: np.ndarray, chunk_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the first initial condition of every (chunk, local label) pair.
+@dataclass
+class _LocalAttractors:
+    """The local attractors of every chunk, as read by the first pass of `finalize`.
 
-    Returns the global indices of those first members in increasing order, and for
-    every labelled initial condition the position of its pair in that list.
+    A pair is one (chunk, local label). Pairs are listed chunk by chunk, labels in
+    increasing order within a chunk; ``labels[c]`` and ``offset[c]`` locate the
+    pairs of chunk ``c``.
     """
-    labelled = np.flatnonzero(local_label >= 0)
-    keys = (labelled // chunk_size) * (2**31) + local_label[labelled]
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    first_ic = labelled[first]
-    order = np.argsort(first_ic, kind="stable")
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order))
-    return first_ic[order], position[inverse.ravel()]
+
+    labels: list[np.ndarray]
+    offset: np.ndarray
+    first_ic: np.ndarray
+    count: np.ndarray
+    steps: np.ndarray
+    status_count: dict[int, int]
+
+
+def _read_local_attractors(group: zarr.Group, config: Config) -> _LocalAttractors:
+    """Read the per-chunk attractors, one chunk at a time, so memory stays flat."""
+    n_chunks = config.sampling.n_chunks
+    labels, first_ic, count, steps = [], [], [], []
+    offset = np.zeros(n_chunks + 1, dtype=np.int64)
+    status_count = dict.fromkeys(
+        (STATUS_CONVERGED, STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_PENDING), 0
+    )
+    for chunk in range(n_chunks):
+        start, stop = chunk_bounds(config, chunk)
+        status = group["status"][start:stop]
+        for code in status_count:
+            status_count[code] += int(np.count_nonzero(status == code))
+        local_label = group["local_label"][start:stop]
+        labelled = np.flatnonzero(local_label >= 0)
+        unique, first, inverse, members = np.unique(
+            local_label[labelled],
+            return_index=True,
+            return_inverse=True,
+            return_counts=True,
+        )
+        chunk_steps = group["steps"][start:stop][labelled]
+        labels.append(unique)
+        first_ic.append(start + labelled[first])
+        count.append(members)
+        steps.append(np.bincount(inverse.ravel(), weights=chunk_steps, minlength=len(unique)))
+        offset[chunk + 1] = offset[chunk] + len(unique)
+    return _LocalAttractors(
+        labels=labels,
+        offset=offset,
+        first_ic=np.concatenate(first_ic).astype(np.int64),
+        count=np.concatenate(count).astype(np.int64),
+        steps=np.concatenate(steps),
+        status_count=status_count,
+    )
 
 
 def finalize(path: str | Path) -> list[Attractor]:
@@ -639,7 +675,9 @@ def finalize(path: str | Path) -> list[Attractor]:
     initial condition. Both depend only on the final states, so the catalog and the
     per-initial-condition ids are the same for any chunking or completion order.
     Chunks still pending are left out; finalizing again after they are computed
-    gives the full catalog.
+    gives the full catalog. The per-initial-condition arrays are read and written
+    one chunk at a time, so memory grows with the number of local attractors, not
+    with the number of initial conditions.
 
     Returns
     -------
@@ -650,13 +688,13 @@ def finalize(path: str | Path) -> list[Attractor]:
     config = read_config(path)
     # Until the catalog below is complete, the atlas must not claim to be finalized.
     group.attrs["finalized"] = False
-    status = group["status"][:]
-    local_label = group["local_label"][:]
-    steps = group["steps"][:]
+    local = _read_local_attractors(group, config)
 
     # The first member of each chunk's local attractor, in global index order.
-    first_ic, pair_of_ic = _chunk_representatives(local_label, config.sampling.chunk_size)
-    labelled = np.flatnonzero(local_label >= 0)
+    order_of_pairs = np.argsort(local.first_ic, kind="stable")
+    first_ic = local.first_ic[order_of_pairs]
+    position = np.empty(len(order_of_pairs), dtype=np.int64)
+    position[order_of_pairs] = np.arange(len(order_of_pairs))
     states = group["final_state"].get_orthogonal_selection(
         (first_ic, slice(None), slice(None))
     ) if len(first_ic) else np.empty((0, config.system.n_tokens, config.system.dim))
@@ -668,10 +706,11 @@ def finalize(path: str | Path) -> list[Attractor]:
     group_of_pair, representatives = matcher.group_representatives(
         features, np.arange(len(first_ic))
     )
-    group_of_ic = group_of_pair[pair_of_ic]
-    counts = np.bincount(group_of_ic, minlength=len(representatives))
+    counts = np.bincount(
+        group_of_pair, weights=local.count[order_of_pairs], minlength=len(representatives)
+    ).astype(np.int64)
     step_sums = np.bincount(
-        group_of_ic, weights=steps[labelled], minlength=len(representatives)
+        group_of_pair, weights=local.steps[order_of_pairs], minlength=len(representatives)
     )
 
     # Ids by decreasing count, ties by first initial condition.
@@ -691,18 +730,27 @@ def finalize(path: str | Path) -> list[Attractor]:
         attractor.steps_total = int(step_sums[g])
         catalog.append(attractor)
 
-    attractor_id = np.full(len(status), -1, dtype=np.int32)
-    class_code = np.full(len(status), CLASS_NONE, dtype=np.int8)
-    if catalog:
-        attractor_id[labelled] = id_of_group[group_of_ic]
-        codes = np.array([a.class_code for a in catalog], dtype=np.int8)
-        class_code[labelled] = codes[attractor_id[labelled]]
-    group["attractor"][:] = attractor_id
-    group["class"][:] = class_code
+    # Second pass: the attractor id and class of every initial condition.
+    codes = np.array([a.class_code for a in catalog], dtype=np.int8)
+    id_of_pair = id_of_group[group_of_pair[position]]
+    for chunk in range(config.sampling.n_chunks):
+        start, stop = chunk_bounds(config, chunk)
+        local_label = group["local_label"][start:stop]
+        labelled = np.flatnonzero(local_label >= 0)
+        pair = local.offset[chunk] + np.searchsorted(
+            local.labels[chunk], local_label[labelled]
+        )
+        attractor_id = np.full(stop - start, -1, dtype=np.int32)
+        class_code = np.full(stop - start, CLASS_NONE, dtype=np.int8)
+        if len(labelled):
+            attractor_id[labelled] = id_of_pair[pair]
+            class_code[labelled] = codes[attractor_id[labelled]]
+        group["attractor"][start:stop] = attractor_id
+        group["class"][start:stop] = class_code
     write_catalog(group, config, catalog, spaces)
 
     totals = {
-        name: int(np.sum(status == code))
+        name: local.status_count[code]
         for name, code in (
             ("converged", STATUS_CONVERGED),
             ("max_steps", STATUS_MAX_STEPS),

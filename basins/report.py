@@ -78,16 +78,28 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
     the atlas is unfinished.
     """
     group = atlas.open_store(path)
+    config = atlas.read_config(path)
+    codes = {"max_steps": STATUS_MAX_STEPS, "nonfinite": STATUS_NONFINITE,
+             "pending": STATUS_PENDING}
+    counts = dict.fromkeys(codes, 0)
+    step_sums = dict.fromkeys(codes, 0)
+    # One chunk at a time, so that memory does not grow with the atlas.
     try:
-        status = group["status"][:]
-        steps = group["steps"][:]
+        for chunk in range(config.sampling.n_chunks):
+            start, stop = atlas.chunk_bounds(config, chunk)
+            status = group["status"][start:stop]
+            steps = group["steps"][start:stop]
+            for name, code in codes.items():
+                selected = status == code
+                counts[name] += int(np.count_nonzero(selected))
+                step_sums[name] += int(steps[selected].sum(dtype=np.int64))
     except atlas.DECODE_ERRORS as exc:
         raise AtlasError(
             f"atlas {str(path)!r} has damaged chunks ({type(exc).__name__}: {exc}); "
             f"'basins verify {path}' lists them and 'basins resume {path}' recomputes "
             f"them"
         ) from None
-    total = len(status)
+    total = config.sampling.n_initial
     rows = []
     for entry in atlas.read_catalog(path):
         low, high = wilson_interval(entry.count, total)
@@ -105,17 +117,11 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
                 entry.unstable_directions,
             )
         )
-    for name, code in (
-        ("max_steps", STATUS_MAX_STEPS),
-        ("nonfinite", STATUS_NONFINITE),
-        ("pending", STATUS_PENDING),
-    ):
-        selected = status == code
-        count = int(selected.sum())
+    for name, count in counts.items():
         if name == "pending" and count == 0:
             continue
         low, high = wilson_interval(count, total)
-        mean_steps = float(steps[selected].mean()) if count and name != "pending" else math.nan
+        mean_steps = step_sums[name] / count if count and name != "pending" else math.nan
         rows.append(FractionRow(None, name, "", count, count / total, low, high, mean_steps))
     return rows
 

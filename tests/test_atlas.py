@@ -123,3 +123,28 @@ def test_symmetric_attractor_is_stable_modulo_symmetry(tmp_path):
     # Three rates along the orbit are set aside; the padding is NaN.
     assert np.isnan(catalog["rate_real"][0]).sum() == 3
     assert not basin_fractions(path)[0].flagged
+
+
+def test_finalize_and_report_read_one_chunk_at_a_time(tmp_path, small_config, monkeypatch):
+    """Memory must not grow with the atlas: no read of a per-initial-condition array
+    may span more than one chunk."""
+    from basins.atlas import PER_IC_ARRAYS
+
+    config = small_config.with_sampling(n_initial=500, chunk_size=100)
+    path = tmp_path / "atlas.zarr"
+    run(config, path, execution=Execution(cluster="synchronous", progress=False))
+    whole = basin_fractions(path)
+    reads = []
+    original = zarr.Array.__getitem__
+
+    def recording_getitem(self, selection):
+        values = original(self, selection)
+        if self.basename in PER_IC_ARRAYS:
+            reads.append((self.basename, len(values)))
+        return values
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", recording_getitem)
+    finalize(path)
+    assert basin_fractions(path) == whole
+    assert {name for name, _ in reads} >= {"status", "steps", "local_label"}
+    assert max(size for _, size in reads) <= 100
