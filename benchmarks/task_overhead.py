@@ -15,10 +15,11 @@ The workload is the built-in ``multistable`` example (4 tokens in R^3, softmax,
    the cost of one initial condition.
 3. End-to-end overhead: ``--tiny-chunks`` chunks of one initial condition each,
    computed through the LocalCluster: the whole per-task cost with the atlas writes.
-4. Finalize: `basins.atlas.finalize` on an atlas of ``--finalize-ics`` initial
-   conditions, which the driver runs once at the end of a map: its time and its peak
-   memory, which grow with the map because it reads ``status``, ``local_label`` and
-   ``steps`` whole.
+4. Finalize: `basins.atlas.finalize` on atlases of ``--finalize-ics`` initial
+   conditions and of four times as many, which the driver runs once at the end of a
+   map: its time, and its peak memory at both sizes. `finalize` reads and writes
+   the per-IC arrays one chunk at a time, so the peak should grow with the number
+   of local attractors (chunks times attractors), not with the initial conditions.
 
 Results go to stdout as a Markdown table, progress to the log on stderr. Other load
 on the machine slows every measurement; the header reports the load average before
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         chunk_seconds = measure_chunk_cost(folder, sizes, args.repeats)
         finalize_seconds, finalize_bytes = measure_finalize(folder, args.finalize_ics)
         logger.info("finalize of %d ICs: %.2f s", args.finalize_ics, finalize_seconds)
+        larger_seconds, larger_bytes = measure_finalize(folder, 4 * args.finalize_ics)
+        logger.info("finalize of %d ICs: %.2f s", 4 * args.finalize_ics, larger_seconds)
 
     times = np.array([chunk_seconds[size] for size in sizes])
     per_ic, fixed = np.polyfit(sizes, times, 1, w=1 / times)
@@ -248,13 +251,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{tiny_seconds * args.workers / args.tiny_chunks * 1e3:.1f} ms",
         ),
         (f"finalize, {args.finalize_ics:,} ICs", f"{finalize_seconds:.2f} s"),
+        (f"finalize, {4 * args.finalize_ics:,} ICs", f"{larger_seconds:.2f} s"),
         (
-            "finalize per million ICs",
-            f"{finalize_seconds / args.finalize_ics * 1e6:.1f} s",
+            "finalize per million ICs (larger atlas)",
+            f"{larger_seconds / (4 * args.finalize_ics) * 1e6:.1f} s",
         ),
         (
-            "finalize, peak memory per IC",
-            f"{finalize_bytes / args.finalize_ics:.0f} bytes",
+            f"finalize, peak memory at {args.finalize_ics:,} / "
+            f"{4 * args.finalize_ics:,} ICs",
+            f"{finalize_bytes / 2**20:.1f} / {larger_bytes / 2**20:.1f} MiB",
         ),
     ]
     print(
