@@ -492,7 +492,7 @@ def certify(
     The rates are then those of the system restricted to ``U`` (dimension ``m``,
     at most ``n_tokens + 4 n_heads d_head``) together with ``-(x_i^T y_i)`` for every
     token, each ``dim - m`` times. A head of MiniLM (``d_head = 32``, ``dim = 384``)
-    with 9 tokens needs an eigenvalue problem of size 1224 instead of 3447.
+    with 9 tokens needs an eigenvalue problem of size at most 1224 instead of 3447.
 
     A linearisation cannot decide every case: a ``marginal`` verdict means that
     higher-order terms decide stability, and a rate within the tolerance of zero is
@@ -586,8 +586,8 @@ def _verdict(
 def invariant_subspace(system: System, state: np.ndarray) -> np.ndarray:
     """Return an orthonormal basis ``(dim, m)`` of the subspace that `certify` keeps.
 
-    The span of the tokens of ``state`` and of the ranges of ``A_h``, ``A_h^T``,
-    ``V_h`` and ``V_h^T`` for every head; singular values below
+    The subspace is the span of the tokens of ``state`` and of the ranges of
+    ``A_h``, ``A_h^T``, ``V_h`` and ``V_h^T`` for every head. Singular values below
     `INVARIANT_SUBSPACE_RTOL` times the largest count as zero.
     """
     columns = [np.asarray(state, dtype=np.float64).T]
