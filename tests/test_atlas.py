@@ -125,7 +125,7 @@ def test_symmetric_attractor_is_stable_modulo_symmetry(tmp_path):
     assert not basin_fractions(path)[0].flagged
 
 
-def test_finalize_and_report_read_one_chunk_at_a_time(tmp_path, small_config, monkeypatch):
+def test_finalize_reads_chunk_by_chunk(tmp_path, small_config, monkeypatch):
     """Memory must not grow with the atlas: no read of a per-initial-condition array
     may span more than one chunk."""
     from basins.atlas import PER_IC_ARRAYS

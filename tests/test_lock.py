@@ -215,7 +215,7 @@ class RootWriteFailed(BaseException):
 
 
 @pytest.mark.parametrize("failing_write", [1, 2, 3, 4])
-def test_creation_stopped_at_any_root_write_is_unfinished(
+def test_creation_killed_at_root_write(
     tmp_path, small_config, monkeypatch, failing_write
 ):
     """Whichever write of the root ``zarr.json`` a creation dies at, the remains are

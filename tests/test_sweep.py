@@ -434,7 +434,7 @@ def test_sweep_in_use_is_refused(tmp_path, small_sweep):
     assert summary.chunks_pending == 0
 
 
-def test_sweep_tasks_write_only_under_the_member_locks(tmp_path, small_config, monkeypatch):
+def test_sweep_tasks_carry_member_tokens(tmp_path, small_config, monkeypatch):
     """Every task carries the token of its member's lock, taken for the sweep's
     duration, so a task that outlives its sweep writes nothing."""
     from basins import sweep as sweep_module
