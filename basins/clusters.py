@@ -25,6 +25,8 @@ import contextlib
 import logging
 import re
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -711,6 +713,25 @@ def _close_client(client: Client) -> None:
 
 
 @contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored, which they inherit.
+
+    Ctrl-C reaches every process of the terminal's foreground group. The driver
+    turns it into an orderly stop that closes the cluster; workers that caught it
+    themselves would each print a traceback first. Outside the main thread the
+    handler cannot be changed, and workers keep the default.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def open_session(execution: Execution) -> Iterator[Session]:
     """Start or connect to the cluster that ``execution`` names; close it on exit.
 
@@ -738,14 +759,15 @@ def open_session(execution: Execution) -> Iterator[Session]:
     settings = None
     if execution.cluster == "local":
         workers, threads = execution.local_layout()
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            # Loopback only, on a free port; served only where bokeh is installed.
-            dashboard_address="127.0.0.1:0",
-            env={"NUMBA_NUM_THREADS": str(threads)},
-        )
+        with _workers_ignore_sigint():
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                # Loopback only, on a free port; served only where bokeh is installed.
+                dashboard_address="127.0.0.1:0",
+                env={"NUMBA_NUM_THREADS": str(threads)},
+            )
         logger.info(
             "started a local cluster: %d workers x %d Numba threads", workers, threads
         )

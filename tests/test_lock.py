@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from helpers import command, file_snapshot, multistable_toml, synchronous_run
+from helpers import (
+    chunk_files,
+    command,
+    file_snapshot,
+    multistable_toml,
+    synchronous_run,
+)
 
 from basins import Execution, load_config, resume, run
 from basins.atlas import create_atlas, pending_chunks, read_config
@@ -304,6 +310,39 @@ def test_sigterm_releases_the_lock(tmp_path):
     assert process.returncode == 143
     assert "terminated by SIGTERM" in err
     assert read_lock(path) is None
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_local_cluster_quietly(tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it on Ctrl-C: the
+    workers ignore it, and the driver stops the run and closes the cluster. A worker
+    may still log a failed heartbeat while the scheduler closes, but none dies of
+    KeyboardInterrupt."""
+    config = tmp_path / "system.toml"
+    # A step 100 times shorter than the example's: minutes of work, never finished.
+    slow = "[integration]\ndt = 0.0005\nmax_steps = 2000000\n"
+    config.write_text(multistable_toml(n_initial=40000, chunk_size=100) + slow)
+    path = tmp_path / "atlas.zarr"
+    process = subprocess.Popen(
+        command("run", str(config), "--out", str(path), "--workers", "2",
+                "--threads", "1", "--no-progress"),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: created(path) and chunk_files(path, ("status",)), "a first chunk"
+        )
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=WAIT_SECONDS)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.rstrip().splitlines()[-1].startswith("basins: interrupted")
+    assert "KeyboardInterrupt" not in err
+    assert read_lock(path) is None
+    assert 0 < len(pending_chunks(path)) < 400
 
 
 @pytest.mark.slow
