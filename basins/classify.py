@@ -16,6 +16,7 @@ along the subspace that every such rotation fixes.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +26,8 @@ from numba import njit, prange
 
 from basins.config import Classification, System
 from basins.kernels import STATUS_CONVERGED
+
+logger = logging.getLogger(__name__)
 
 # Class codes stored per initial condition and per catalog entry; -1 means none.
 CLASS_NONE = -1
@@ -258,25 +261,99 @@ def commuting_generators(matrices: list[np.ndarray], d: int) -> np.ndarray:
     """Return a basis of the skew-symmetric matrices that commute with all ``matrices``.
 
     These generate the rotations that leave every matrix unchanged. The result has
-    shape ``(k, d, d)``; the search builds ``d (d - 1) / 2`` candidate generators of
-    size ``d x d``, so it suits small ``d`` only.
+    shape ``(k, d, d)``. Results are cached per process, because every chunk of a
+    map classifies with the same system.
+
+    Notes
+    -----
+    A generator ``W`` that commutes with ``M`` also commutes with ``M^T``, hence
+    with the symmetric matrix ``H``, a fixed combination of every ``M + M^T`` and
+    ``(M - M^T)(M - M^T)^T``. ``W`` therefore maps each eigenspace of ``H`` into
+    itself, and the search runs over the skew matrices inside eigenspaces of
+    dimension two or more: none for a generic system, all ``d (d - 1) / 2`` when
+    every matrix is a multiple of the identity. Above `MAX_SYMMETRY_UNKNOWNS`
+    unknowns, or `MAX_SYMMETRY_ENTRIES` entries in the linear system, the search
+    is skipped with a warning and no generator is returned: states are then
+    compared directly, and attractors that differ by a rotation are listed apart.
     """
-    skew_basis = []
-    for a in range(d):
-        for b in range(a + 1, d):
-            generator = np.zeros((d, d))
-            generator[a, b] = 1.0
-            generator[b, a] = -1.0
-            skew_basis.append(generator)
-    columns = [
-        np.concatenate([(g @ M - M @ g).ravel() for M in matrices]) for g in skew_basis
-    ]
-    system_matrix = np.array(columns).T
-    _, singular, right = np.linalg.svd(system_matrix)
+    arrays = [np.ascontiguousarray(M, dtype=np.float64) for M in matrices]
+    key = (d, tuple(M.tobytes() for M in arrays))
+    cached = _GENERATOR_CACHE.get(key)
+    if cached is None:
+        cached = _search_generators(arrays, d)
+        cached.setflags(write=False)
+        if len(_GENERATOR_CACHE) >= 8:
+            _GENERATOR_CACHE.clear()
+        _GENERATOR_CACHE[key] = cached
+    return cached
+
+
+# Results of `commuting_generators` in this process, by the matrices' bytes.
+_GENERATOR_CACHE: dict[tuple, np.ndarray] = {}
+
+# Limits of the symmetry search: unknowns (skew matrices inside eigenspaces of H),
+# and entries of its linear system. A search at the limit of unknowns, 1128 (all of
+# so(48)), takes about 10 s and 0.6 GB on a 2-core Xeon virtual machine.
+MAX_SYMMETRY_UNKNOWNS = 48 * 47 // 2
+MAX_SYMMETRY_ENTRIES = 20_000_000
+
+
+def _search_generators(matrices: list[np.ndarray], d: int) -> np.ndarray:
     scale = max(1.0, max(float(np.abs(M).max()) for M in matrices))
+
+    # Eigenspaces of a symmetric matrix that every generator must preserve; the
+    # weights are fixed irrationals, so that no cancellation is likely.
+    combined = np.zeros((d, d))
+    for k, M in enumerate(matrices):
+        skew = M - M.T
+        combined += math.sqrt(k + 2) * (M + M.T) + math.sqrt(k + 5) * (skew @ skew.T)
+    values, basis = np.linalg.eigh(combined)
+    gaps = np.flatnonzero(np.diff(values) > SYMMETRY_RTOL * max(1.0, np.abs(values).max()))
+    blocks = [b for b in np.split(np.arange(d), gaps + 1) if len(b) >= 2]
+    pairs = [(a, b) for block in blocks for i, a in enumerate(block) for b in block[i + 1 :]]
+    if not pairs:
+        return np.zeros((0, d, d))
+
+    # Commutators of each candidate with every matrix, in the eigenbasis, restricted
+    # to the entries that a generator inside the blocks can reach.
+    rotated = [basis.T @ M @ basis for M in matrices]
+    touched = np.zeros(d, dtype=bool)
+    touched[np.concatenate(blocks)] = True
+    reach = touched[:, None] | touched[None, :]
+    entries = len(pairs) * len(matrices) * int(reach.sum())
+    if len(pairs) > MAX_SYMMETRY_UNKNOWNS or entries > MAX_SYMMETRY_ENTRIES:
+        logger.warning(
+            "continuous symmetries not searched: %d candidate generators in "
+            "dimension %d exceed the limit of %d (or %d entries exceed %d); final "
+            "states are compared without rotations, so attractors that differ only "
+            "by a rotation are listed separately",
+            len(pairs), d, MAX_SYMMETRY_UNKNOWNS, entries, MAX_SYMMETRY_ENTRIES,
+        )
+        return np.zeros((0, d, d))
+    columns = np.empty((len(pairs), len(matrices) * int(reach.sum())))
+    for column, (a, b) in enumerate(pairs):
+        parts = []
+        for M in rotated:
+            commutator = np.zeros((d, d))
+            commutator[a, :] += M[b, :]
+            commutator[b, :] -= M[a, :]
+            commutator[:, b] -= M[:, a]
+            commutator[:, a] += M[:, b]
+            parts.append(commutator[reach])
+        columns[column] = np.concatenate(parts)
+    # Only the right singular vectors are needed; all of them when the system has
+    # fewer equations than unknowns.
+    fewer_equations = columns.shape[1] < columns.shape[0]
+    _, singular, right = np.linalg.svd(columns.T, full_matrices=fewer_equations)
     rank = int(np.sum(singular > SYMMETRY_RTOL * scale))
     null_space = right[rank:]
-    return np.einsum("kc,cij->kij", null_space, np.array(skew_basis))
+
+    # Back to the original coordinates: W = basis W' basis^T.
+    generators = np.zeros((len(null_space), d, d))
+    for column, (a, b) in enumerate(pairs):
+        generators[:, a, b] += null_space[:, column]
+        generators[:, b, a] -= null_space[:, column]
+    return basis @ generators @ basis.T
 
 
 def fixed_subspace(generators: np.ndarray, dim: int) -> np.ndarray:
@@ -642,7 +719,8 @@ def _rotation_invariants(states: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     gram = np.einsum("mia,mja->mij", states, states)
     upper = np.triu_indices(n, k=1)
     pairs = np.sort(gram[:, upper[0], upper[1]], axis=1)
-    components = np.sort(np.einsum("mia,ak->mki", states, fixed), axis=2).reshape(m, -1)
+    projections = np.einsum("mia,ak->mki", states, fixed)
+    components = np.sort(projections, axis=2).reshape(m, n * fixed.shape[1])
     return np.concatenate([pairs, components], axis=1)
 
 

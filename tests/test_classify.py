@@ -15,6 +15,7 @@ from basins.classify import (
     classify_centres,
     classify_states,
     cluster_tokens,
+    commuting_generators,
     continuous_symmetries,
     eigenspaces,
 )
@@ -185,3 +186,89 @@ def test_landmark_systems_reach_their_attractor(V, n_tokens, dim, expected):
     assert np.mean(outcome.status == STATUS_CONVERGED) >= 0.99
     result = _classify(system, outcome.final_state[outcome.status == STATUS_CONVERGED])
     assert [a.label for a in result.attractors] == [expected]
+
+
+def brute_force_generators(matrices, d):
+    """The skew matrices commuting with every matrix, by a search over all of so(d)."""
+    skew_basis = []
+    for a in range(d):
+        for b in range(a + 1, d):
+            generator = np.zeros((d, d))
+            generator[a, b], generator[b, a] = 1.0, -1.0
+            skew_basis.append(generator)
+    system = np.array(
+        [np.concatenate([(g @ M - M @ g).ravel() for M in matrices]) for g in skew_basis]
+    ).T
+    _, singular, right = np.linalg.svd(system)
+    rank = int(np.sum(singular > 1e-10 * max(1.0, max(np.abs(M).max() for M in matrices))))
+    return np.einsum("kc,cij->kij", right[rank:], np.array(skew_basis))
+
+
+def symmetry_cases():
+    rng = np.random.default_rng(0)
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    skew = np.zeros((6, 6))
+    skew[0, 1], skew[1, 0], skew[2, 3], skew[3, 2] = 1.0, -1.0, 2.0, -2.0
+    low_rank = rng.normal(size=(6, 2)) @ rng.normal(size=(2, 6))
+    general = rng.normal(size=(6, 6))
+    return {
+        "identity": [np.eye(6), np.eye(6)],
+        "diagonal": [np.diag([1.0, 1, 2, 2, 2, 3]), np.diag([1.0, 1, 2, 2, 5, 3])],
+        "rotated diagonal": [
+            rotation @ np.diag([1.0, 1, 2, 2, 2, 3]) @ rotation.T,
+            rotation @ np.diag([4.0, 4, 1, 1, 1, 0]) @ rotation.T,
+        ],
+        "general": [general, general.T @ general],
+        "skew part": [skew, np.eye(6)],
+        "non-symmetric A": [np.diag([1.0, 1, 1, 1, 2, 2]), np.eye(6) + skew],
+        "low rank": [low_rank, low_rank @ low_rank.T],
+    }
+
+
+@pytest.mark.parametrize("case", list(symmetry_cases()))
+def test_generators_span_the_commutant(case):
+    """The search inside eigenspaces finds the same Lie algebra as the search over
+    all skew matrices."""
+    matrices = symmetry_cases()[case]
+    found = commuting_generators(matrices, 6)
+    expected = brute_force_generators(matrices, 6)
+    assert len(found) == len(expected)
+    for generator in found:
+        assert np.allclose(generator, -generator.T)
+        for M in matrices:
+            assert np.abs(generator @ M - M @ generator).max() < 1e-12
+    if len(found):
+        both = np.vstack([found.reshape(len(found), -1), expected.reshape(len(found), -1)])
+        assert np.linalg.matrix_rank(both, tol=1e-8) == len(found)
+
+
+def test_generic_large_system_has_no_symmetry():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=(256, 256))
+    assert commuting_generators([noise + noise.T, np.eye(256)], 256).shape == (0, 256, 256)
+
+
+def test_oversized_symmetry_search_is_skipped(caplog):
+    with caplog.at_level("WARNING", logger="basins.classify"):
+        found = commuting_generators([np.eye(64), np.eye(64)], 64)
+    assert found.shape == (0, 64, 64)
+    assert "continuous symmetries not searched: 2016 candidate generators" in caplog.text
+
+
+def test_symmetric_system_without_converged_states(tmp_path):
+    """Rotation invariants of no state at all: the catalog is empty, not a crash."""
+    from basins import Config, Execution, run
+    from basins.report import basin_fractions
+
+    config = Config.from_dict(
+        {
+            "system": {"n_tokens": 2, "dim": 3, "beta": 1.0},
+            "integration": {"max_steps": 5},
+            "sampling": {"n_initial": 4, "chunk_size": 2},
+        }
+    )
+    assert len(continuous_symmetries(config.system)) == 3
+    path = tmp_path / "atlas.zarr"
+    run(config, path, execution=Execution(cluster="synchronous", progress=False))
+    rows = {row.class_name: row.count for row in basin_fractions(path)}
+    assert rows == {"max_steps": 4, "nonfinite": 0}
