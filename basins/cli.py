@@ -735,6 +735,9 @@ def _configure_logging(args: argparse.Namespace) -> None:
     for name in list(logging.root.manager.loggerDict):
         if name == "distributed" or name.startswith("distributed."):
             logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    # Numba logs its compiler passes at DEBUG, thousands of lines per kernel: -v is
+    # for the messages of basins.
+    logging.getLogger("numba").setLevel(max(level, logging.WARNING))
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         print(f"basins: warning: {message}", file=sys.stderr)
@@ -783,15 +786,30 @@ def _print_error(exc: BaseException) -> None:
     print(f"basins: error: {message}", file=sys.stderr)
 
 
+def _continuation(args: argparse.Namespace) -> str:
+    """Return how to continue an interrupted command, as a clause after a semicolon.
+
+    Maps and sweeps continue with ``basins resume``; the geometry commands store
+    their finished chunks too and continue when run again with the same options.
+    Other commands store nothing partial, so there is nothing to continue.
+    """
+    target = getattr(args, "out", None) or getattr(args, "atlas", None) or "ATLAS"
+    if args.command in ("run", "resume", "sweep"):
+        return f"; finished chunks are stored, continue with 'basins resume {target}'"
+    if args.command in geometry_cli.COMMANDS:
+        return (
+            f"; finished chunks are stored, continue by running the same "
+            f"'basins {args.command} {target} ...' command again"
+        )
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``basins`` command and return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args)
-    target = getattr(args, "out", None) or getattr(args, "atlas", None) or "ATLAS"
-    interrupted = (
-        f"finished chunks are stored, continue with 'basins resume {target}'"
-    )
+    interrupted = _continuation(args)
     try:
         with _sigterm_unwinds():
             return COMMANDS[args.command](args)
@@ -811,10 +829,10 @@ def main(argv: list[str] | None = None) -> int:
         _print_error(exc)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print(f"basins: interrupted; {interrupted}", file=sys.stderr)
+        print(f"basins: interrupted{interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Terminated:
-        print(f"basins: terminated by SIGTERM; {interrupted}", file=sys.stderr)
+        print(f"basins: terminated by SIGTERM{interrupted}", file=sys.stderr)
         return EXIT_TERMINATED
 
 

@@ -177,3 +177,14 @@ def test_reproduce_rejects_an_unknown_claim(tmp_path, capsys):
     status = main(["reproduce", "--out", str(tmp_path), "--only", "everything"])
     assert status == 2
     assert "unknown claim 'everything'" in capsys.readouterr().err
+
+
+def test_interruption_hint_names_the_command():
+    from basins.cli import _continuation, build_parser
+
+    parser = build_parser()
+    boundary = _continuation(parser.parse_args(["boundary", "a.zarr"]))
+    assert "running the same 'basins boundary a.zarr ...' command again" in boundary
+    run = _continuation(parser.parse_args(["run", "example:oja", "--out", "b.zarr"]))
+    assert run.endswith("continue with 'basins resume b.zarr'")
+    assert _continuation(parser.parse_args(["report", "b.zarr"])) == ""
