@@ -45,6 +45,7 @@ from basins.geometry import (
     create_array,
     exp_map,
     grow_arrays,
+    holding_writer_lock,
     log_map,
     open_section,
     pending_blocks,
@@ -286,6 +287,7 @@ def read_boundary(path: str | Path, name: str = "all") -> BoundaryPoints:
     )
 
 
+@holding_writer_lock("boundary")
 def sample_boundary(
     path: str | Path,
     settings: BoundarySettings | None = None,

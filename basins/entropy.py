@@ -56,6 +56,7 @@ from basins.geometry import (
     check_count,
     check_index,
     create_array,
+    holding_writer_lock,
     open_section,
     pending_blocks,
     random_direction,
@@ -669,6 +670,7 @@ def read_slice(
     )
 
 
+@holding_writer_lock("entropy")
 def compute_slice(
     path: str | Path,
     settings: SliceSettings,

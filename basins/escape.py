@@ -48,6 +48,7 @@ from basins.geometry import (
     create_array,
     exp_map,
     grow_arrays,
+    holding_writer_lock,
     open_section,
     pending_blocks,
     random_direction,
@@ -411,6 +412,7 @@ def read_escapes(path: str | Path, attractor_id: int) -> EscapeSummary:
     )
 
 
+@holding_writer_lock("escape")
 def find_escapes(
     path: str | Path,
     attractors: list[int] | None = None,

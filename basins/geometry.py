@@ -20,6 +20,7 @@ an atlas.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import numba
 import numpy as np
 import zarr
 
-from basins import atlas
+from basins import atlas, lock
 from basins.classify import Matcher
 from basins.config import Config, _check_int, _check_real
 from basins.errors import AtlasError, ConfigError
@@ -488,6 +489,24 @@ def create_array(
         fill_value=fill_value,
         dimension_names=dimension_names,
     )
+
+
+def holding_writer_lock(command: str):
+    """Run the decorated function, whose first argument is an atlas path, under the
+    atlas's writer lock, so that no run, resume or other command writes meanwhile.
+
+    ``command`` names the holder in the message a refused process prints.
+    """
+
+    def decorate(function):
+        @functools.wraps(function)
+        def locked(path, *args, **kwargs):
+            with lock.acquire(path, command):
+                return function(path, *args, **kwargs)
+
+        return locked
+
+    return decorate
 
 
 def pending_blocks(status: np.ndarray, block: int) -> list[int]:

@@ -215,3 +215,28 @@ def test_local_cluster_gives_the_synchronous_result(tmp_path):
         ),
     )
     assert stored_arrays(local) == stored_arrays(here)
+
+
+def test_boundary_holds_the_writer_lock(atlas_copy, monkeypatch):
+    """Locating boundary points writes into the atlas, so it takes the writer lock:
+    refused while a run holds it, and holding it against runs while it computes."""
+    from basins import mapping
+    from basins.errors import AtlasInUseError
+    from basins.lock import acquire, read_lock
+
+    path, _ = atlas_copy
+    with acquire(path, "run"):
+        with pytest.raises(AtlasInUseError, match="basins run"):
+            sample_boundary(path, BoundarySettings(n_points=3), execution=SYNCHRONOUS)
+
+    holders = []
+    real_run_tasks = mapping.run_tasks
+
+    def recording_run_tasks(*args, **kwargs):
+        holders.append(read_lock(path).command)
+        return real_run_tasks(*args, **kwargs)
+
+    monkeypatch.setattr(mapping, "run_tasks", recording_run_tasks)
+    sample_boundary(path, BoundarySettings(n_points=3), execution=SYNCHRONOUS)
+    assert holders == ["boundary"]
+    assert read_lock(path) is None
