@@ -611,9 +611,30 @@ def _command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# Largest --dpi of `basins plot`: a default-sized figure is then about 8000 x 6000
+# pixels, 180 MB in memory.
+MAX_DPI = 1200
+
+
+def _check_plot_output(output: Path, dpi: int) -> None:
+    """Reject an image format that matplotlib cannot write, or an impossible dpi."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = output.suffix.lstrip(".").lower()
+    if suffix not in formats:
+        raise ConfigError(
+            f"--output {str(output)!r} has format {suffix or '(no suffix)'!r}: expected "
+            f"a file ending in one of {', '.join('.' + name for name in sorted(formats))}"
+        )
+    if not 1 <= dpi <= MAX_DPI:
+        raise ConfigError(f"--dpi {dpi} is invalid: expected 1 to {MAX_DPI}")
+
+
 def _command_plot(args: argparse.Namespace) -> int:
     from basins.plots import plot_atlas
 
+    _check_plot_output(args.output, args.dpi)
     figure = plot_atlas(
         args.atlas,
         args.kind,
@@ -637,6 +658,8 @@ def _command_equilibria(args: argparse.Namespace) -> int:
     from basins.equilibria import format_equilibria, save_equilibria, search
 
     config = load_config(args.config)
+    if args.save:
+        args.save = _npz_path(args.save)
     found = search(
         config, n_initial=args.n_initial, n_random=args.random_starts, seed=args.seed
     )
@@ -645,6 +668,18 @@ def _command_equilibria(args: argparse.Namespace) -> int:
         save_equilibria(args.save, found)
         print(f"saved to {args.save}")
     return 0
+
+
+def _npz_path(path: Path) -> Path:
+    """Return the file `numpy.savez` writes for ``path``, checking its folder exists."""
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"--save {str(path)!r} is invalid: folder {str(path.parent)!r} does not "
+            f"exist; create it or choose another path"
+        )
+    return path
 
 
 def _command_reproduce(args: argparse.Namespace) -> int:

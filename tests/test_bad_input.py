@@ -521,3 +521,28 @@ def test_nonfinite_trajectories_are_counted_and_reported(tmp_path, capsys):
     assert "exceeds the RK4 stability estimate" in captured.err
     assert "is safe by the RK4 stability estimate" in captured.err
     assert verify_atlas(path).valid
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-o", "{tmp}/plot.xyz"], "has format 'xyz': expected a file ending in one of"),
+        (["-o", "{tmp}/plot"], "has format '(no suffix)'"),
+        (["-o", "{tmp}/plot.png", "--dpi", "0"], "--dpi 0 is invalid: expected 1 to"),
+        (["-o", "{tmp}/plot.png", "--dpi", "100000"], "--dpi 100000 is invalid"),
+    ],
+)
+def test_bad_plot_output(existing_atlas, tmp_path, capsys, options, message):
+    arguments = [option.format(tmp=tmp_path) for option in options]
+    status = main(["plot", str(existing_atlas), "--kind", "bars", *arguments])
+    err = capsys.readouterr().err
+    assert_one_clear_error(status, err)
+    assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_equilibria_save_into_missing_folder(tmp_path, capsys):
+    status = main(["equilibria", "example:oja", "--save", str(tmp_path / "no" / "eq")])
+    err = capsys.readouterr().err
+    assert_one_clear_error(status, err)
+    assert f"folder '{tmp_path / 'no'}' does not exist" in err
