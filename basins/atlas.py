@@ -340,7 +340,14 @@ def metadata_problems(group: zarr.Group, config: Config) -> list[str]:
     return problems
 
 
-def _stored_config(group: zarr.Group, path: Path) -> Config:
+def read_stored_config(group: zarr.Group, path: Path) -> Config:
+    """Return the configuration stored in the root attributes of an open atlas."""
+    if "config" not in group.attrs:
+        raise AtlasError(
+            f"atlas {str(path)!r} has no 'config' in its root attributes, so its "
+            f"arrays cannot be interpreted; create it again with 'basins run CONFIG "
+            f"--out {path} --overwrite'"
+        )
     try:
         return Config.from_dict(group.attrs["config"], name=group.attrs.get("name", ""))
     except (KeyError, ConfigError) as exc:
@@ -410,7 +417,7 @@ def _open(path: str | Path, mode: str = "r") -> tuple[zarr.Group, Config]:
             f"atlas {str(path)!r} has format version {version}; this basins reads "
             f"version {ATLAS_FORMAT_VERSION}"
         )
-    config = _stored_config(group, path)
+    config = read_stored_config(group, path)
     problems = metadata_problems(group, config)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""

@@ -292,3 +292,20 @@ def test_random_damage_never_escapes_as_a_traceback(reference, tmp_path, data):
     if resumed == 0 and target.name != "zarr.json":
         assert verify_atlas(copy).valid
         assert_same_atlas(copy, reference)
+
+
+def test_every_metadata_problem_is_listed(tmp_path, small_config, capsys):
+    """Opening reports the first problem and points to verify, which lists them all."""
+    import json
+
+    path = tmp_path / "atlas.zarr"
+    run(small_config, path, execution=Execution(cluster="synchronous", progress=False))
+    root = json.loads((path / "zarr.json").read_text())
+    root["attributes"]["config"]["sampling"]["n_initial"] += 7
+    (path / "zarr.json").write_text(json.dumps(root))
+    status = main(["verify", str(path)])
+    out = capsys.readouterr().out
+    assert status == 3
+    assert "'basins verify" not in out
+    problems = [line for line in out.splitlines() if "but the stored configuration" in line]
+    assert len(problems) == 6, out
