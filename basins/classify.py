@@ -299,7 +299,10 @@ MAX_SYMMETRY_ENTRIES = 20_000_000
 
 
 def _search_generators(matrices: list[np.ndarray], d: int) -> np.ndarray:
-    scale = max(1.0, max(float(np.abs(M).max()) for M in matrices))
+    # Each matrix is scaled to a largest entry of one, so that the tolerance is
+    # relative to each of them: V = 1e10 I must not hide the structure of A.
+    matrices = [M / np.abs(M).max() if np.abs(M).max() > 0 else M for M in matrices]
+    scale = 1.0
 
     # Eigenspaces of a symmetric matrix that every generator must preserve; the
     # weights are fixed irrationals, so that no cancellation is likely.

@@ -684,7 +684,17 @@ class Config:
         ConfigError
             On an unknown table or key, a missing required key or an invalid value.
         """
-        _check_keys("configuration", data, tuple(SECTIONS))
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"the configuration is {_show(data)}: expected tables "
+                f"{', '.join(f'[{name}]' for name in SECTIONS)}"
+            )
+        for table in data:
+            if table not in SECTIONS:
+                raise ConfigError(
+                    f"unknown table [{_show_key(table)}]: allowed tables are "
+                    f"{', '.join(f'[{name}]' for name in SECTIONS)}"
+                )
         if "system" not in data:
             raise ConfigError("missing table [system]: it must give n_tokens, dim, beta")
         sections = {}

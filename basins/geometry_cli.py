@@ -87,7 +87,7 @@ def add_parsers(
         "longitude grid of the sphere with the other tokens fixed, store the "
         "attractor of every grid point (group slices/NAME), and print the basin "
         "entropy, the boundary basin entropy and the uncertainty exponent with its "
-        "95%% bootstrap interval.",
+        "95% bootstrap interval.",
     )
     entropy.add_argument("atlas", type=Path, help="atlas directory")
     entropy.add_argument(

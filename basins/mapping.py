@@ -572,6 +572,12 @@ def run(
         If the cluster cannot start or gets no worker, or if the scheduler is lost
         before every chunk finished; the finished chunks stay stored.
     """
+    if not isinstance(config, Config):
+        raise TypeError(
+            f"config must be a basins.Config, not {type(config).__name__}; read a "
+            f"TOML file or a built-in example with basins.load_config(path) or "
+            f"basins.load_config('example:NAME')"
+        )
     execution = execution or Execution()
     config.check_step_size(stacklevel=2)
     check_execution(execution)

@@ -70,6 +70,10 @@ class FractionRow:
         return self.id is not None and self.stability not in STABLE_VERDICTS
 
 
+# Flagged attractors named in the warning under a table; the table lists them all.
+MAX_FLAGGED_LISTED = 10
+
+
 def basin_fractions(path: str | Path) -> list[FractionRow]:
     """Return the basin fraction of every attractor of an atlas, with 95% intervals.
 
@@ -193,8 +197,11 @@ def format_table(rows: list[FractionRow]) -> str:
     flagged = [row for row in rows if row.flagged]
     if flagged:
         ids = ", ".join(
-            f"{row.id} ({row.stability or 'not certified'})" for row in flagged
+            f"{row.id} ({row.stability or 'not certified'})"
+            for row in flagged[:MAX_FLAGGED_LISTED]
         )
+        if len(flagged) > MAX_FLAGGED_LISTED:
+            ids += f" and {len(flagged) - MAX_FLAGGED_LISTED} more"
         text.append(
             f"warning: attractors {ids} are not certified stable; their counts are "
             f"initial conditions that stopped near them, not basins"

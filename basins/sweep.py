@@ -198,6 +198,11 @@ def apply_parameter(config: Config, key: str, value: float) -> Config:
     return Config.from_dict(data, name=config.name)
 
 
+# Largest number of values of one sweep. Each value is an atlas directory with its
+# own arrays and catalog, so ten thousand values are already about 70,000 files.
+MAX_SWEEP_VALUES = 10_000
+
+
 @dataclass(frozen=True)
 class Sweep:
     """A configuration and the values of one of its parameters.
@@ -221,6 +226,12 @@ class Sweep:
         values = tuple(float(value) for value in self.values)
         if not values:
             raise ConfigError("sweep values are missing: give at least one value")
+        if len(values) > MAX_SWEEP_VALUES:
+            raise ConfigError(
+                f"{len(values)} sweep values are too many: each value is an atlas of "
+                f"its own, at most {MAX_SWEEP_VALUES}; use fewer values, or several "
+                f"sweeps"
+            )
         parse_values(",".join(repr(value) for value in values))
         object.__setattr__(self, "values", values)
 

@@ -272,3 +272,11 @@ def test_symmetric_system_without_converged_states(tmp_path):
     run(config, path, execution=Execution(cluster="synchronous", progress=False))
     rows = {row.class_name: row.count for row in basin_fractions(path)}
     assert rows == {"max_steps": 4, "nonfinite": 0}
+
+
+def test_symmetry_tolerance_is_relative_to_each_matrix():
+    """A huge V = c I does not make the structure of A negligible."""
+    found = commuting_generators([1e10 * np.eye(3), np.diag([1.0, 0.5, -3.0])], 3)
+    assert found.shape == (0, 3, 3)
+    found = commuting_generators([1e10 * np.eye(3), np.diag([1.0, 1.0, -3.0])], 3)
+    assert found.shape == (1, 3, 3)

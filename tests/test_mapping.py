@@ -258,3 +258,9 @@ def test_local_cluster_compiles_in_fresh_cache(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "200 initial conditions" in result.stdout
+
+
+def test_run_needs_a_config_object(tmp_path):
+    with pytest.raises(TypeError, match="config must be a basins.Config, not str"):
+        run("system.toml", tmp_path / "atlas.zarr")
+    assert not (tmp_path / "atlas.zarr").exists()

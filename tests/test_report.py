@@ -46,3 +46,16 @@ def test_table_lists_every_row(tmp_path, small_config):
     assert "max_steps" in table
     assert "nonfinite" in table
     assert "600 initial conditions" in lines[-1]
+
+
+def test_warning_names_at_most_ten_flagged_attractors():
+    from basins.report import FractionRow
+
+    rows = [
+        FractionRow(i, "consensus", f"state {i}", 1, 0.04, 0.0, 0.2, 10.0, "marginal")
+        for i in range(25)
+    ]
+    warning = format_table(rows).splitlines()[-1]
+    assert warning.startswith("warning: attractors 0 (marginal), 1 (marginal)")
+    assert "9 (marginal) and 15 more are not certified stable" in warning
+    assert "10 (marginal)" not in warning

@@ -469,3 +469,8 @@ def test_sweep_tasks_carry_member_tokens(tmp_path, small_config, monkeypatch):
     with pytest.raises(LockLostError):
         compute_chunk(*pending.arguments(late.config.to_dict(), 1))
     assert sorted(p.relative_to(member) for p in member.rglob("*")) == before
+
+
+def test_too_many_values_are_rejected(small_config):
+    with pytest.raises(ConfigError, match="10001 sweep values are too many"):
+        Sweep(small_config, "system.beta", tuple(np.linspace(1.0, 2.0, 10_001)))
