@@ -148,12 +148,40 @@ def check_target(
                 f"atlas {str(path)!r} already exists; use 'basins resume {path}' to "
                 f"complete it, or --overwrite to replace it"
             )
+        _check_only_atlas_entries(path)
         return
     if _unfinished(path):
+        _check_only_atlas_entries(path)
         return
     if any(not lock.is_lock_file(entry.name) for entry in path.iterdir()):
         raise AtlasError(
             f"{str(path)!r} exists and is not a basins atlas; choose another path"
+        )
+
+
+# Entries of an atlas directory that basins writes: the root metadata, the arrays,
+# the catalog and the groups of the geometry commands. Zarr's atomic writes leave
+# "*.partial" files behind when a process is killed mid-write.
+ATLAS_ENTRIES = frozenset(
+    {"zarr.json", "catalog", "initial_state", "boundary", "slices", "escape"}
+    | set(PER_IC_ARRAYS)
+)
+
+
+def _check_only_atlas_entries(path: Path) -> None:
+    """Refuse to clear an atlas directory that also holds files basins did not write."""
+    foreign = sorted(
+        entry.name
+        for entry in path.iterdir()
+        if entry.name not in ATLAS_ENTRIES
+        and not lock.is_lock_file(entry.name)
+        and not entry.name.endswith(".partial")
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise AtlasError(
+            f"atlas {str(path)!r} also contains {len(foreign)} entries that basins "
+            f"did not write ({shown}); move them elsewhere before replacing the atlas"
         )
 
 

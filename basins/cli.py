@@ -597,6 +597,11 @@ def _command_resume(args: argparse.Namespace) -> int:
 
 
 def _command_report(args: argparse.Namespace) -> int:
+    if args.output is not None and args.output.is_dir():
+        raise ConfigError(
+            f"--output {str(args.output)!r} is a directory: give the document's file, "
+            f"such as {str(args.output / 'report.md')!r}"
+        )
     if args.output is None:
         if args.format != "text":
             raise ConfigError(
@@ -696,21 +701,30 @@ def _command_reproduce(args: argparse.Namespace) -> int:
 
 
 def _command_verify(args: argparse.Namespace) -> int:
+    from basins.sweep import is_sweep, member_paths
+
+    # A sweep is verified member by member.
+    paths = member_paths(args.atlas) if is_sweep(args.atlas) else [args.atlas]
+    valid = [_verify_one(path) for path in paths]
+    return 0 if all(valid) else EXIT_INVALID_ATLAS
+
+
+def _verify_one(path: Path) -> bool:
     from basins.verify import verify_atlas
 
-    verification = verify_atlas(args.atlas)
+    verification = verify_atlas(path)
     for note in verification.notes:
         print(f"note: {note}")
     if verification.valid:
         print(
-            f"atlas {args.atlas} is valid: {verification.chunks} chunks, all complete "
+            f"atlas {path} is valid: {verification.chunks} chunks, all complete "
             f"and consistent with the catalog"
         )
-        return 0
-    print(f"atlas {args.atlas} is invalid or incomplete:")
+        return True
+    print(f"atlas {path} is invalid or incomplete:")
     for problem in verification.problems:
         print(f"  {problem}")
-    return EXIT_INVALID_ATLAS
+    return False
 
 
 def _command_unlock(args: argparse.Namespace) -> int:

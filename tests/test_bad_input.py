@@ -546,3 +546,10 @@ def test_equilibria_save_into_missing_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert_one_clear_error(status, err)
     assert f"folder '{tmp_path / 'no'}' does not exist" in err
+
+
+def test_report_into_a_directory(existing_atlas, tmp_path, capsys):
+    status = main(["report", str(existing_atlas), "--format", "markdown", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert_one_clear_error(status, err)
+    assert "is a directory: give the document's file" in err

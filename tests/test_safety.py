@@ -94,3 +94,20 @@ def test_output_stays_under_the_named_path(tmp_path, small_config):
     assert [p.name for p in (tmp_path / "nested").iterdir()] == ["atlas.zarr"]
     assert not list(path.rglob("*.partial"))
     assert not list(path.glob(".basins-lock*"))
+
+
+def test_overwrite_keeps_files_basins_did_not_write(tmp_path, small_config):
+    """--overwrite replaces an atlas, never a user's file that lies inside it."""
+    from basins.errors import AtlasError
+
+    path = tmp_path / "atlas.zarr"
+    synchronous = Execution(cluster="synchronous", progress=False)
+    run(small_config, path, execution=synchronous)
+    (path / "NOTES.txt").write_text("my notes")
+    with pytest.raises(AtlasError, match=r"also contains 1 entries .*\(NOTES.txt\)"):
+        run(small_config, path, execution=synchronous, overwrite=True)
+    assert (path / "NOTES.txt").read_text() == "my notes"
+    assert (path / "status").is_dir()
+
+    (path / "NOTES.txt").unlink()
+    run(small_config, path, execution=synchronous, overwrite=True)

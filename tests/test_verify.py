@@ -309,3 +309,22 @@ def test_every_metadata_problem_is_listed(tmp_path, small_config, capsys):
     assert "'basins verify" not in out
     problems = [line for line in out.splitlines() if "but the stored configuration" in line]
     assert len(problems) == 6, out
+
+
+def test_sweep_is_verified_member_by_member(tmp_path, small_config, capsys):
+    from basins import Sweep, run_sweep
+
+    path = tmp_path / "sweep.zarr"
+    sweep = Sweep(small_config.with_sampling(n_initial=200, chunk_size=100),
+                  "system.beta", (1.0, 2.0))
+    run_sweep(sweep, path, execution=Execution(cluster="synchronous", progress=False))
+    assert main(["verify", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"atlas {path / 'p000'} is valid" in out
+    assert f"atlas {path / 'p001'} is valid" in out
+
+    next((path / "p001" / "status" / "c").iterdir()).write_bytes(b"damaged")
+    assert main(["verify", str(path)]) == 3
+    out = capsys.readouterr().out
+    assert f"atlas {path / 'p000'} is valid" in out
+    assert f"atlas {path / 'p001'} is invalid or incomplete" in out
