@@ -48,6 +48,7 @@ import numba
 import numpy as np
 
 from basins.config import Integration, System
+from basins.errors import ConfigError
 from basins.lanesource import LANES, generate_source
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,11 @@ def kernel_cache_dir() -> Path:
     """
     configured = os.environ.get("BASINS_KERNEL_CACHE")
     if configured:
+        if Path(configured).exists() and not Path(configured).is_dir():
+            raise ConfigError(
+                f"BASINS_KERNEL_CACHE = {configured!r} is not a directory: set it to a "
+                f"directory (created if missing) or unset it"
+            )
         return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     candidate = Path(base) / "basins-kernels"
@@ -197,11 +203,20 @@ def kernel_cache_dir() -> Path:
 def _write_once(path: Path, text: str) -> None:
     """Create ``path`` holding ``text`` unless it exists, atomically.
 
-    An existing file is never rewritten, because Numba's cache keys compiled code on
-    the source file's modification time: when many processes start at once, all of
-    them use the first file that appeared.
+    An intact existing file is never rewritten, because Numba's cache keys compiled
+    code on the source file's modification time: when many processes start at once,
+    all of them use the first file that appeared. A file whose text differs from
+    ``text`` is damaged (its name is a hash of the text) and is replaced.
     """
     if path.exists():
+        if path.read_text(encoding="utf-8", errors="replace") == text:
+            return
+        # The name is a hash of the text, so other content is damage: replace it.
+        logger.warning("replacing the damaged generated kernel %s", path)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

@@ -345,3 +345,27 @@ def test_atlas_stores_kernel_settings(tmp_path):
     stored = read_config(tmp_path / "atlas.zarr")
     assert stored.integration.kernel == "scalar"
     assert stored.integration.precision == "float64"
+
+
+def test_damaged_generated_kernel_is_replaced(tmp_path, monkeypatch):
+    """The generated file's name is a hash of its text; other text is damage."""
+    from basins import lanes
+
+    monkeypatch.setenv("BASINS_KERNEL_CACHE", str(tmp_path))
+    path = tmp_path / "basins_lanes_example.py"
+    path.write_text("")
+    lanes._write_once(path, "X = 1\n")
+    assert path.read_text() == "X = 1\n"
+    lanes._write_once(path, "X = 1\n")
+    assert path.read_text() == "X = 1\n"
+
+
+def test_kernel_cache_that_is_a_file_is_rejected(tmp_path, monkeypatch):
+    from basins import lanes
+    from basins.errors import ConfigError
+
+    cache = tmp_path / "cache"
+    cache.write_text("not a directory")
+    monkeypatch.setenv("BASINS_KERNEL_CACHE", str(cache))
+    with pytest.raises(ConfigError, match="BASINS_KERNEL_CACHE = .* is not a directory"):
+        lanes.kernel_cache_dir()
