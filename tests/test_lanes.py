@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 import types
 
 import numba
@@ -256,10 +257,12 @@ def test_kernel_settings_round_trip_through_config():
 
 
 def test_existing_source_file_is_never_rewritten(tmp_path):
+    """An intact file keeps its modification time, which Numba's cache keys on."""
     path = tmp_path / "kernel.py"
     lanes._write_once(path, "first = 1\n")
     stamp = path.stat().st_mtime_ns
-    lanes._write_once(path, "second = 2\n")
+    time.sleep(0.01)
+    lanes._write_once(path, "first = 1\n")
     assert path.read_text() == "first = 1\n"
     assert path.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == ["kernel.py"]
@@ -356,8 +359,7 @@ def test_damaged_generated_kernel_is_replaced(tmp_path, monkeypatch):
     path.write_text("")
     lanes._write_once(path, "X = 1\n")
     assert path.read_text() == "X = 1\n"
-    lanes._write_once(path, "X = 1\n")
-    assert path.read_text() == "X = 1\n"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_kernel_cache_that_is_a_file_is_rejected(tmp_path, monkeypatch):
