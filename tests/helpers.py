@@ -112,11 +112,16 @@ def file_snapshot(path: str | Path) -> dict[str, tuple[int, str]]:
 
 
 def chunk_files(path: str | Path, arrays=tuple(PER_IC_ARRAYS)) -> list[Path]:
-    """Return the chunk files of the given per-IC arrays, oldest write first."""
+    """Return the chunk files of the given per-IC arrays, oldest write first.
+
+    Chunk keys are chunk indices; other files, such as the ``*.partial`` file that
+    Zarr's atomic write leaves when a process is killed mid-write, are left out.
+    """
     files = [
         file
         for name in arrays
         for file in (Path(path) / name / "c").rglob("*")
         if file.is_file()
+        and all(part.isdigit() for part in file.relative_to(Path(path) / name / "c").parts)
     ]
     return sorted(files, key=lambda file: file.stat().st_mtime_ns)
