@@ -169,7 +169,7 @@ ATLAS_ENTRIES = frozenset(
 
 
 def _check_only_atlas_entries(path: Path) -> None:
-    """Refuse to clear an atlas directory that also holds files basins did not write."""
+    """Reject clearing an atlas directory that also contains files basins did not write."""
     foreign = sorted(
         entry.name
         for entry in path.iterdir()
@@ -178,10 +178,10 @@ def _check_only_atlas_entries(path: Path) -> None:
         and not entry.name.endswith(".partial")
     )
     if foreign:
-        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        listed = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise AtlasError(
             f"atlas {str(path)!r} also contains {len(foreign)} entries that basins "
-            f"did not write ({shown}); move them elsewhere before replacing the atlas"
+            f"did not write ({listed}); move them elsewhere before replacing the atlas"
         )
 
 
@@ -401,15 +401,21 @@ def read_initial_state(path: str | Path, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(group["initial_state"][start:stop])
 
 
-def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
+def open_store(
+    path: str | Path, mode: str = "r", *, check_metadata: bool = True
+) -> zarr.Group:
     """Open an existing atlas, checking that it is one and of a known format.
 
-    Returns the root group, see `_open`.
+    Returns the root group, see `_open`. With ``check_metadata`` false the arrays'
+    metadata are not compared with the configuration; `metadata_problems` lists
+    what disagrees.
     """
-    return _open(path, mode)[0]
+    return _open(path, mode, check_metadata=check_metadata)[0]
 
 
-def _open(path: str | Path, mode: str = "r") -> tuple[zarr.Group, Config]:
+def _open(
+    path: str | Path, mode: str = "r", *, check_metadata: bool = True
+) -> tuple[zarr.Group, Config]:
     """Open an existing atlas and return its root group and stored configuration.
 
     Raises
@@ -446,7 +452,7 @@ def _open(path: str | Path, mode: str = "r") -> tuple[zarr.Group, Config]:
             f"version {ATLAS_FORMAT_VERSION}"
         )
     config = read_stored_config(group, path)
-    problems = metadata_problems(group, config)
+    problems = metadata_problems(group, config) if check_metadata else []
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise AtlasError(
@@ -475,6 +481,14 @@ TASK_ARRAYS = ("status", "steps", "final_state", "local_label")
 # a checksum mismatch or a chunk of the wrong size ValueError, an unreadable file
 # OSError.
 DECODE_ERRORS = (ValueError, RuntimeError, OSError)
+
+# Status codes by the names used in the totals attribute and the fraction tables.
+STATUS_CODES = {
+    "converged": STATUS_CONVERGED,
+    "max_steps": STATUS_MAX_STEPS,
+    "nonfinite": STATUS_NONFINITE,
+    "pending": STATUS_PENDING,
+}
 
 VALID_STATUSES = (STATUS_CONVERGED, STATUS_MAX_STEPS, STATUS_NONFINITE)
 
@@ -663,7 +677,7 @@ class _LocalAttractors:
     first_ic: np.ndarray
     count: np.ndarray
     steps: np.ndarray
-    status_count: dict[int, int]
+    status_count: dict[str, int]
 
 
 def _read_local_attractors(group: zarr.Group, config: Config) -> _LocalAttractors:
@@ -671,14 +685,12 @@ def _read_local_attractors(group: zarr.Group, config: Config) -> _LocalAttractor
     n_chunks = config.sampling.n_chunks
     labels, first_ic, count, steps = [], [], [], []
     offset = np.zeros(n_chunks + 1, dtype=np.int64)
-    status_count = dict.fromkeys(
-        (STATUS_CONVERGED, STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_PENDING), 0
-    )
+    status_count = dict.fromkeys(STATUS_CODES, 0)
     for chunk in range(n_chunks):
         start, stop = chunk_bounds(config, chunk)
         status = group["status"][start:stop]
-        for code in status_count:
-            status_count[code] += int(np.count_nonzero(status == code))
+        for name, code in STATUS_CODES.items():
+            status_count[name] += int(np.count_nonzero(status == code))
         local_label = group["local_label"][start:stop]
         labelled = np.flatnonzero(local_label >= 0)
         unique, first, inverse, members = np.unique(
@@ -784,15 +796,7 @@ def finalize(path: str | Path) -> list[Attractor]:
         group["class"][start:stop] = class_code
     write_catalog(group, config, catalog, spaces)
 
-    totals = {
-        name: local.status_count[code]
-        for name, code in (
-            ("converged", STATUS_CONVERGED),
-            ("max_steps", STATUS_MAX_STEPS),
-            ("nonfinite", STATUS_NONFINITE),
-            ("pending", STATUS_PENDING),
-        )
-    }
+    totals = local.status_count
     group.update_attributes({"finalized": totals["pending"] == 0, "totals": totals})
     logger.info(
         "catalog of %s: %d attractors, totals %s", path, len(catalog), totals

@@ -301,8 +301,8 @@ MAX_SYMMETRY_ENTRIES = 20_000_000
 def _search_generators(matrices: list[np.ndarray], d: int) -> np.ndarray:
     # Each matrix is scaled to a largest entry of one, so that the tolerance is
     # relative to each of them: V = 1e10 I must not hide the structure of A.
-    matrices = [M / np.abs(M).max() if np.abs(M).max() > 0 else M for M in matrices]
-    scale = 1.0
+    largest = [float(np.abs(M).max()) for M in matrices]
+    matrices = [M / top if top > 0 else M for M, top in zip(matrices, largest)]
 
     # Eigenspaces of a symmetric matrix that every generator must preserve; the
     # weights are fixed irrationals, so that no cancellation is likely.
@@ -348,7 +348,7 @@ def _search_generators(matrices: list[np.ndarray], d: int) -> np.ndarray:
     # fewer equations than unknowns.
     fewer_equations = columns.shape[1] < columns.shape[0]
     _, singular, right = np.linalg.svd(columns.T, full_matrices=fewer_equations)
-    rank = int(np.sum(singular > SYMMETRY_RTOL * scale))
+    rank = int(np.sum(singular > SYMMETRY_RTOL))
     null_space = right[rank:]
 
     # Back to the original coordinates: W = basis W' basis^T.

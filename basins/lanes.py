@@ -208,27 +208,25 @@ def _write_once(path: Path, text: str) -> None:
     all of them use the first file that appeared. A file whose text differs from
     ``text`` is damaged (its name is a hash of the text) and is replaced.
     """
-    if path.exists():
+    damaged = path.exists()
+    if damaged:
         if path.read_text(encoding="utf-8", errors="replace") == text:
             return
-        # The name is a hash of the text, so other content is damage: replace it.
         logger.warning("replacing the damaged generated kernel %s", path)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-        return
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
+        if damaged:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
     finally:
-        os.unlink(temporary)
+        Path(temporary).unlink(missing_ok=True)
 
 
 _MODULES: dict[str, ModuleType] = {}

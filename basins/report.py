@@ -11,7 +11,6 @@ import numpy as np
 from basins import atlas
 from basins.config import RK4_STABILITY_LIMIT
 from basins.errors import AtlasError
-from basins.kernels import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_PENDING
 
 # Two-sided 95% quantile of the standard normal distribution.
 Z_95 = 1.959963984540054
@@ -83,8 +82,7 @@ def basin_fractions(path: str | Path) -> list[FractionRow]:
     """
     group = atlas.open_store(path)
     config = atlas.read_config(path)
-    codes = {"max_steps": STATUS_MAX_STEPS, "nonfinite": STATUS_NONFINITE,
-             "pending": STATUS_PENDING}
+    codes = {name: atlas.STATUS_CODES[name] for name in ("max_steps", "nonfinite", "pending")}
     counts = dict.fromkeys(codes, 0)
     step_sums = dict.fromkeys(codes, 0)
     # One chunk at a time, so that memory does not grow with the atlas.

@@ -108,7 +108,7 @@ def attention_matrix(system: System, state: np.ndarray) -> np.ndarray:
 
     Rows sum to one for ``softmax``; ``unnormalized`` gives ``exp(s_ij) / n`` and
     ``oja`` the constant ``1 / n``. A system of several heads gives the weights of
-    its summed ``A``; each head's own weights come from `head_weights`.
+    its summed ``A``, and `head_weights` gives each head's own weights.
     """
     return head_weights(system, system.A, state)
 
@@ -129,7 +129,7 @@ def head_weights(system: System, A: np.ndarray, state: np.ndarray) -> np.ndarray
 def heads(system: System) -> list[tuple[np.ndarray, np.ndarray]]:
     """Return ``(A_h, V_h)`` of every head: one pair, unless the system has several.
 
-    Each head has its own weights; the field is ``P_i sum_h y_i^h``.
+    Each head has its own weights, and the field is ``P_i sum_h y_i^h``.
     """
     if hasattr(system, "head_matrices"):
         return [system.head_matrices(h) for h in range(system.n_heads)]

@@ -190,23 +190,6 @@ def _notes(path: Path) -> list[str]:
     return notes
 
 
-def _metadata_problems(path: Path) -> list[str]:
-    """Return every array metadata problem of an atlas that opening rejected.
-
-    Opening reports only the first problem; this lists them all. Returns an empty
-    list when the root is not an atlas of this format with a valid configuration,
-    so that the caller reports the error of opening instead.
-    """
-    try:
-        group = zarr.open_group(str(path), mode="r", zarr_format=3)
-        if group.attrs.get("basins_atlas_format") != atlas.ATLAS_FORMAT_VERSION:
-            return []
-        config = atlas.read_stored_config(group, path)
-    except (AtlasError, ValueError, OSError, zarr.errors.GroupNotFoundError):
-        return []
-    return atlas.metadata_problems(group, config)
-
-
 def verify_atlas(path: str | Path) -> Verification:
     """Check every chunk of an atlas and its consistency with the catalog.
 
@@ -231,11 +214,13 @@ def verify_atlas(path: str | Path) -> Verification:
     path = Path(path)
     verification = Verification(path)
     try:
-        group = atlas.open_store(path)
-        config = atlas.read_config(path)
+        # Opening would report only the first metadata problem; all are listed here.
+        group = atlas.open_store(path, check_metadata=False)
+        config = atlas.read_stored_config(group, path)
     except AtlasError as exc:
-        verification.problems.extend(_metadata_problems(path) or [str(exc)])
+        verification.problems.append(str(exc))
         return verification
+    verification.problems.extend(atlas.metadata_problems(group, config))
     verification.problems.extend(atlas.catalog_problems(group, path))
     if verification.problems:
         return verification

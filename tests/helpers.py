@@ -114,8 +114,8 @@ def file_snapshot(path: str | Path) -> dict[str, tuple[int, str]]:
 def chunk_files(path: str | Path, arrays=tuple(PER_IC_ARRAYS)) -> list[Path]:
     """Return the chunk files of the given per-IC arrays, oldest write first.
 
-    Chunk keys are chunk indices; other files, such as the ``*.partial`` file that
-    Zarr's atomic write leaves when a process is killed mid-write, are left out.
+    Chunk keys are chunk indices, so other files are left out. One such file is the
+    ``*.partial`` file that Zarr's atomic write leaves when a process is killed.
     """
     files = [
         file
